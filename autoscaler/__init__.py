@@ -1,0 +1,1 @@
+"""The service shell: CLI, settings, Prometheus source, Kubernetes actuator, loop, REST API."""

@@ -1,0 +1,100 @@
+"""The `autoscaler` command line. User errors print one line on stderr and exit 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from forecasting.errors import ForecastError
+from policies.registry import PolicySpecError
+from simulator.errors import SimulatorError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Predictive autoscaler for ML inference on Kubernetes.")
+
+USER_ERRORS = (SimulatorError, PolicySpecError, ForecastError, ValueError, OSError)
+
+
+def fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def simulate(
+    trace: Annotated[Path | None, typer.Option(help="series.csv, an Azure raw CSV or a trace directory")] = None,
+    workload: Annotated[str | None, typer.Option(help="built-in workload: diurnal, flash-crowd, llm-bursty")] = None,
+    profile: Annotated[str, typer.Option(help="preset name or YAML file")] = "small-model",
+    policy: Annotated[list[str] | None, typer.Option(help="name[:key=value,...]; repeatable")] = None,
+    slo_ms: Annotated[float | None, typer.Option(help="latency SLO (default: the profile's)")] = None,
+    start: Annotated[float, typer.Option(help="replay from this trace time (s); before is history")] = 0.0,
+    duration: Annotated[float | None, typer.Option(help="seconds to replay (default: to the end)")] = None,
+    rate_scale: Annotated[float, typer.Option(help="multiply the request rate")] = 1.0,
+    seed: Annotated[int, typer.Option(help="seed of every random draw")] = 0,
+    fidelity: Annotated[str | None, typer.Option(help="request | fast (default: request below 20 M requests)")] = None,
+    routing: Annotated[str, typer.Option(help="lor (least outstanding) | random | central")] = "lor",
+    json_path: Annotated[Path | None, typer.Option("--json", help="write results as JSON")] = None,
+    report: Annotated[Path | None, typer.Option(help="write PNG plots and index.html here")] = None,
+) -> None:
+    """Replay a trace or a built-in workload through each policy and compare them."""
+    from rich.console import Console
+
+    from simulator.compare import SimulationRequest, run_comparison
+    from simulator.report import table, write_html
+
+    if (trace is None) == (workload is None):
+        fail("give exactly one of --trace PATH or --workload NAME")
+    try:
+        request = SimulationRequest(
+            trace=trace, workload=workload, profile=profile, policies=policy or [],
+            slo_ms=slo_ms, start_s=start, duration_s=duration, rate_scale=rate_scale,
+            seed=seed, fidelity=fidelity, routing=routing)
+        comparison, capacity_rps = run_comparison(request, progress=sys.stderr.isatty())
+    except USER_ERRORS as e:
+        fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return
+    Console().print(table(comparison))
+    if json_path is not None:
+        json_path.write_text(json.dumps(comparison.to_json(), indent=2, default=float))
+        typer.echo(f"wrote {json_path}")
+    if report is not None:
+        index = write_html(comparison, capacity_rps, report)
+        typer.echo(f"wrote {index}")
+
+
+@app.command()
+def backtest(
+    trace: Annotated[Path | None, typer.Option(help="series.csv, an Azure raw CSV or a trace directory")] = None,
+    workload: Annotated[str | None, typer.Option(help="built-in workload name")] = None,
+    model: Annotated[list[str] | None, typer.Option(help="forecaster name; repeatable")] = None,
+    horizons_min: Annotated[str, typer.Option(help="comma-separated minutes ahead")] = "1,5,15,60",
+    seed: Annotated[int, typer.Option(help="seed of the built-in workload")] = 0,
+) -> None:
+    """Rolling-origin backtest of forecasters: MASE, pinball loss and q0.9 coverage."""
+    from rich.console import Console
+    from simulator.backtest_cli import backtest_table, run_backtest
+
+    if (trace is None) == (workload is None):
+        fail("give exactly one of --trace PATH or --workload NAME")
+    try:
+        horizons = [float(h) for h in horizons_min.split(",") if h.strip()]
+        if not horizons or any(h <= 0 for h in horizons):
+            raise ValueError(f"--horizons-min needs positive minutes, got {horizons_min!r}")
+        result = run_backtest(trace=trace, workload=workload, models=model or [],
+                              horizons_min=horizons, seed=seed)
+    except USER_ERRORS as e:
+        fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return
+    Console().print(backtest_table(result))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""The predictive floor: forecast quantile + lead time + capacity model + surge path. Pure.
+
+Each tick it sizes the workload for the highest calibrated forecast quantile over the window
+[now, now + lead time + one tick] (what is decided now is only in place a lead time later, and a
+scale-down takes effect at once, so the whole window must be covered), never below the demand
+observed right now. When the observed rate leaves the forecast band from above (a flash crowd
+the forecast could not know), a fast reactive path extrapolates the observed trend over the
+lead time instead. Scale-down is slow and bounded: the floor is the maximum of the needs seen
+over a stabilization window and falls by at most a bounded step per tick. Stale metrics or a
+missing forecast hold the current floor and, after `handback_after_s`, lower it gradually so
+that control returns to the HPA without a cliff. The result is a floor for the HPA beside us;
+the count that runs is max(floor, HPA's own) within [min, max].
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from forecasting.types import Forecast
+from policies.capacity import min_servers_for_slo, replicas_for_demand
+from policies.types import Decision, Observation
+
+
+@dataclass(frozen=True)
+class PredictiveConfig:
+    """Parameters of the predictive floor (units in names; defaults in brackets)."""
+
+    capacity_rps_per_replica: float = 100.0
+    """Requests/s one replica serves with every slot busy [100]."""
+    target_utilization: float | None = None
+    """Size for this busy share of the slots; None sizes from the SLO with an M/M/c model [None]."""
+    slots_per_replica: int = 4
+    """Concurrent requests per replica, used by the SLO sizing [4]."""
+    wait_budget_s: float = 0.1
+    """Queueing delay the SLO leaves room for, used by the SLO sizing [0.1 s]."""
+    max_wait_miss: float = 0.001
+    """Allowed share of requests waiting longer than wait_budget_s, SLO sizing [0.001]."""
+    quantile: float = 0.95
+    """Calibrated forecast quantile sized for [0.95]."""
+    min_replicas: int = 1
+    """Lowest floor [1]."""
+    max_replicas: int = 100
+    """Highest floor [100]."""
+    lead_time_s: float | None = None
+    """Override of the measured start-to-ready time; None uses the measured one [None]."""
+    tick_s: float = 15.0
+    """Control interval, added to the lead time [15 s]."""
+    scale_down_window_s: float = 600.0
+    """The floor is the largest need seen over this window [600 s]."""
+    scale_down_max_fraction: float = 0.1
+    """Largest share of the floor removed in one tick (at least one replica) [0.1]."""
+    surge_margin: float = 0.25
+    """Observed rate above the forecast's top band by this share counts as a surge [0.25]."""
+    surge_hold_s: float = 600.0
+    """How long the reactive surge path stays on after the last surge sample [600 s]."""
+    stale_after_s: float = 120.0
+    """Metrics older than this hold the floor [120 s]."""
+    handback_after_s: float = 900.0
+    """After holding this long, lower the floor one step per tick toward min [900 s]."""
+    forecaster: str = "auto"
+    """Forecaster name from forecasting.registry ["auto"]."""
+
+
+@dataclass(frozen=True)
+class PredictiveState:
+    """What the rule carries between ticks."""
+
+    needs: tuple[tuple[float, int], ...] = ()
+    floor: int | None = None
+    surge_until_s: float = -math.inf
+    band_time_s: float = -math.inf
+    band_upper_rps: float = math.inf
+    hold_since_s: float | None = None
+    prev_rates: tuple[float, ...] = ()
+
+
+def size_for(config: PredictiveConfig, rate_rps: float) -> int:
+    """Replicas for a demand, by target utilization or by the SLO queueing model."""
+    if rate_rps <= 0:
+        return 0
+    if config.target_utilization is not None:
+        return replicas_for_demand(rate_rps, config.capacity_rps_per_replica,
+                                   config.target_utilization)
+    service_mean_s = config.slots_per_replica / config.capacity_rps_per_replica
+    return min_servers_for_slo(rate_rps, service_mean_s, config.slots_per_replica,
+                               config.wait_budget_s, config.max_wait_miss)
+
+
+def _trend_rps_per_s(rates: tuple[float, ...], tick_s: float) -> float:
+    """Least-squares slope of the last observed rates (req/s per second), never negative."""
+    if len(rates) < 3:
+        return 0.0
+    y = np.asarray(rates, dtype=float)
+    x = np.arange(len(y), dtype=float) * tick_s
+    slope = float(np.polyfit(x, y, 1)[0])
+    return max(0.0, slope)
+
+
+class PredictivePolicy:
+    """The predictive floor as a Policy (see the module docstring)."""
+
+    name = "predictive"
+
+    def __init__(self, config: PredictiveConfig) -> None:
+        self.config = config
+
+    @property
+    def params(self) -> Mapping[str, Any]:
+        return asdict(self.config)
+
+    def initial_state(self) -> PredictiveState:
+        return PredictiveState()
+
+    def decide(self, obs: Observation, forecast: Forecast | None, state: PredictiveState,
+               now_s: float) -> tuple[Decision, PredictiveState]:
+        cfg = self.config
+        lead_s = cfg.lead_time_s if cfg.lead_time_s is not None else obs.lead_time_s
+        horizon_end_s = now_s + lead_s + cfg.tick_s
+        stale = obs.rate_rps is None or obs.metrics_age_s > cfg.stale_after_s
+        if stale or forecast is None:
+            return self._hold(obs, state, now_s, "hold: metrics stale" if stale
+                              else "hold: no forecast")
+        rate = float(obs.rate_rps or 0.0)
+        rates = (state.prev_rates + (rate,))[-8:]
+        surge_until = state.surge_until_s
+        surging_now = (now_s - state.band_time_s <= 2 * cfg.tick_s
+                       and rate > state.band_upper_rps * (1 + cfg.surge_margin))
+        if surging_now:
+            surge_until = now_s + cfg.surge_hold_s
+        planned_rps = max(forecast.max_over(cfg.quantile, now_s, horizon_end_s), rate)
+        reason = "forecast"
+        if now_s <= surge_until:
+            reactive_rps = rate + _trend_rps_per_s(rates, cfg.tick_s) * (horizon_end_s - now_s
+                                                                        + obs.metrics_age_s)
+            if reactive_rps > planned_rps:
+                planned_rps, reason = reactive_rps, "surge"
+        need = min(max(size_for(cfg, planned_rps), cfg.min_replicas), cfg.max_replicas)
+        needs = tuple((t, n) for t, n in state.needs if t > now_s - cfg.scale_down_window_s)
+        needs += ((now_s, need),)
+        stabilized = max(n for _, n in needs)
+        floor = self._bounded(stabilized, state.floor)
+        if state.floor is not None and floor > state.floor:
+            reason = "surge-scale-up" if reason == "surge" else "lead-time-scale-up"
+        elif state.floor is not None and floor < state.floor:
+            reason = "scale-down-bounded" if floor > stabilized else "scale-down"
+        elif stabilized > need:
+            reason = "scale-down-stabilized"
+        upper = forecast.quantile(max(forecast.levels() or [cfg.quantile]))
+        next_band = float(upper[min(len(upper) - 1, max(0, int(
+            (now_s + cfg.tick_s - forecast.start_s) // forecast.step_s)))])
+        new_state = replace(state, needs=needs, floor=floor, surge_until_s=surge_until,
+                            band_time_s=now_s + cfg.tick_s, band_upper_rps=next_band,
+                            hold_since_s=None, prev_rates=rates)
+        replicas = max(floor, obs.hpa_replicas or 0)
+        details = {"planned_rps": planned_rps, "observed_rps": rate, "quantile": cfg.quantile,
+                   "lead_time_s": lead_s, "need": need, "stabilized": stabilized,
+                   "floor": floor, "hpa_replicas": obs.hpa_replicas, "model": forecast.model,
+                   "surge": now_s <= surge_until}
+        return Decision(replicas=min(replicas, cfg.max_replicas), reason=reason, floor=floor,
+                        details=details), new_state
+
+    def _bounded(self, target: int, previous: int | None) -> int:
+        """Scale up at once; scale down by at most the configured step per tick."""
+        if previous is None or target >= previous:
+            return target
+        step = max(1, math.floor(previous * self.config.scale_down_max_fraction))
+        return max(target, previous - step)
+
+    def _hold(self, obs: Observation, state: PredictiveState, now_s: float,
+              reason: str) -> tuple[Decision, PredictiveState]:
+        cfg = self.config
+        since = state.hold_since_s if state.hold_since_s is not None else now_s
+        floor = state.floor if state.floor is not None else max(cfg.min_replicas,
+                                                                 obs.spec_replicas)
+        if now_s - since >= cfg.handback_after_s and floor > cfg.min_replicas:
+            floor = self._bounded(cfg.min_replicas, floor)
+            reason += ", handing back to the HPA"
+        replicas = max(floor, obs.hpa_replicas or 0)
+        new_state = replace(state, floor=floor, hold_since_s=since)
+        return Decision(replicas=min(replicas, cfg.max_replicas), reason=reason, floor=floor,
+                        details={"floor": floor, "held_for_s": now_s - since}), new_state

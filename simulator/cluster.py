@@ -1,0 +1,148 @@
+"""The simulated workload: pods that start cold, become ready, serve, and are deleted.
+
+A Deployment-like set of pods driven to `spec_replicas`. Pods are billed from creation (they
+hold a GPU while pulling the image and loading weights) until they are deleted. Deletion
+follows the ReplicaSet controller's preference: pods that are not ready go first, newest first,
+then ready pods, newest first. Every creation-to-ready time is recorded: that is the lead time
+a live controller measures from pod conditions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from simulator.engine import Engine
+
+
+@dataclass
+class Pod:
+    """One replica. ready_at_s is when it will be (or became) Ready."""
+
+    pid: int
+    created_s: float
+    ready_at_s: float
+    ready: bool = False
+    deleted_s: float | None = None
+
+
+class Cluster:
+    """Pods of one workload on the engine's virtual clock."""
+
+    def __init__(self, engine: Engine, cold_start_s: Callable[[], float],
+                 on_ready: Callable[[Pod, float], None],
+                 on_delete: Callable[[Pod, float], None]) -> None:
+        self._engine = engine
+        self._cold_start_s = cold_start_s
+        self._on_ready = on_ready
+        self._on_delete = on_delete
+        self._next_pid = 0
+        self.pods: list[Pod] = []  # live pods, creation order
+        self.spec_replicas = 0
+        self.billed_pod_s = 0.0
+        self.cold_starts_s: list[float] = []
+        self.scale_events = 0
+        self.pods_created = 0
+        # (time, ready, total) after every change, for plots and under-provisioning.
+        self.timeline: list[tuple[float, int, int]] = []
+
+    # -- queries ---------------------------------------------------------------------------
+    @property
+    def ready_count(self) -> int:
+        return sum(1 for p in self.pods if p.ready)
+
+    @property
+    def total_count(self) -> int:
+        return len(self.pods)
+
+    def ready_since(self, at_or_before_s: float) -> int:
+        """Ready pods that have been ready since at_or_before_s (have a full metric window)."""
+        return sum(1 for p in self.pods if p.ready and p.ready_at_s <= at_or_before_s)
+
+    # -- actions ---------------------------------------------------------------------------
+    def start_ready(self, n: int, now_s: float) -> None:
+        """Pods that already run when the replay starts (warm start): ready now."""
+        for _ in range(n):
+            pod = self._new_pod(now_s, now_s)
+            pod.ready = True
+            self._on_ready(pod, now_s)
+        self.spec_replicas = len(self.pods)
+        self._record(now_s)
+
+    def scale_to(self, replicas: int, now_s: float) -> None:
+        """Set spec.replicas: create cold pods or delete pods in the ReplicaSet's order."""
+        replicas = max(0, int(replicas))
+        if replicas == self.spec_replicas:
+            return
+        self.scale_events += 1
+        self.spec_replicas = replicas
+        while len(self.pods) < replicas:
+            cold = float(self._cold_start_s())
+            pod = self._new_pod(now_s, now_s + cold)
+            self._engine.schedule(pod.ready_at_s, self._become_ready, pod)
+        if len(self.pods) > replicas:
+            order = sorted(self.pods, key=lambda p: (p.ready, -p.created_s, -p.pid))
+            for pod in order[: len(self.pods) - replicas]:
+                self._delete(pod, now_s)
+        self._record(now_s)
+
+    def start_at(self, created_s: float, ready_at_s: float) -> Pod:
+        """Create a pod now that becomes ready at ready_at_s (used by the oracle's plan)."""
+        pod = self._new_pod(created_s, ready_at_s)
+        self.spec_replicas = len(self.pods)
+        self._engine.schedule(ready_at_s, self._become_ready, pod)
+        self._record(created_s)
+        return pod
+
+    def delete(self, pod: Pod, now_s: float) -> None:
+        """Delete one given pod (used by the oracle's plan)."""
+        self._delete(pod, now_s)
+        self.spec_replicas = len(self.pods)
+        self._record(now_s)
+
+    def finish(self, end_s: float) -> None:
+        """Bill the pods still alive at the end of the replay."""
+        for pod in self.pods:
+            self.billed_pod_s += end_s - pod.created_s
+        self._record(end_s)
+
+    # -- internals -------------------------------------------------------------------------
+    def _new_pod(self, created_s: float, ready_at_s: float) -> Pod:
+        pod = Pod(self._next_pid, created_s, ready_at_s)
+        self._next_pid += 1
+        self.pods_created += 1
+        self.pods.append(pod)
+        return pod
+
+    def _become_ready(self, pod: Pod) -> None:
+        if pod.deleted_s is not None:
+            return
+        pod.ready = True
+        self.cold_starts_s.append(pod.ready_at_s - pod.created_s)
+        self._on_ready(pod, pod.ready_at_s)
+        self._record(pod.ready_at_s)
+
+    def _delete(self, pod: Pod, now_s: float) -> None:
+        pod.deleted_s = now_s
+        self.pods.remove(pod)
+        self.billed_pod_s += now_s - pod.created_s
+        if pod.ready:
+            self._on_delete(pod, now_s)
+
+    def _record(self, now_s: float) -> None:
+        self.timeline.append((now_s, self.ready_count, len(self.pods)))
+
+
+def cold_start_stream(sample: Callable[[np.random.Generator, int], np.ndarray],
+                      rng: np.random.Generator, block: int = 256) -> Callable[[], float]:
+    """A callable returning successive cold-start draws, sampled in blocks for speed."""
+    buf: list[float] = []
+
+    def draw() -> float:
+        if not buf:
+            buf.extend(reversed(sample(rng, block).tolist()))
+        return buf.pop()
+
+    return draw

@@ -1,0 +1,258 @@
+"""Fast mode: a fluid queue at 1-second steps, with ESTIMATED latencies.
+
+Rule, per 1 s step with a arrivals and n = replicas * slots busy-able slots (service rate
+mu = n / service_mean_s requests/s):
+- fluid FCFS backlog: B' = max(0, B + a - mu); an arrival at time t in the step waits
+  d(t) = B(t) / mu behind the backlog, B(t) = max(0, B + (a - mu) t) (averaged over 4 points in
+  steps with a backlog);
+- plus the stationary queueing delay W at the step's utilization rho = min(a / mu,
+  max_utilization): M/M/n Erlang C for P(W > 0) = C, with an exponential conditional wait of mean
+  theta = (1 + scv) / 2 * service_mean_s / (n (1 - rho)) (Allen-Cunneen); for ``random`` routing
+  each replica is its own M/M/slots queue (n = slots), for ``lor``/``central`` the pool is one;
+- plus the SLO component of service S, drawn from the empirical samples given (service time for
+  a plain model, time to first token for an LLM).
+A request is within the SLO when d + W + S <= slo_s: the same definition as request mode.
+Attainment is computed in closed form per step (tables of F_S and E[exp(-(y - S)/theta); S <= y]);
+the latency histogram is fed with a few quasi-random samples per step weighted by the arrivals
+and is marked ``estimated``. Arrivals while no replica is ready are held and charged their wait
+when capacity appears (never when it does not: they count as misses). Pure, deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from simulator.latency import _LOG_LOW, BINS_PER_DECADE, N_BINS, LatencyHistogram
+
+_Y_POINTS = 1025  # grid of the remaining budget y = slo - d over [0, slo]
+_Z_POINTS = 513  # grid of theta / slo, log-spaced over [1e-3, 1e3] (2.7 % apart)
+_LOG_Z0, _LOG_Z1 = math.log(1e-3), math.log(1e3)
+_MAX_S_SAMPLES = 20_000
+_SUBSTEPS = 4
+# state slots
+_B, _ARR, _WITHIN, _BUSY, _WAITSUM, _SERVED, _G, _PEND, _PEND_T, _CLOCK, _UNDER = range(11)
+
+
+@njit(cache=True)
+def _h_table(s_sorted, y_grid, theta_grid):
+    """H[k, j] = mean over samples of exp(-(y_j - s) / theta_k) * [s <= y_j]."""
+    n_s, n_y, n_t = s_sorted.shape[0], y_grid.shape[0], theta_grid.shape[0]
+    out = np.zeros((n_t, n_y))
+    for k in range(n_t):
+        th = theta_grid[k]
+        acc, p, prev = 0.0, 0, y_grid[0]
+        for j in range(n_y):
+            y = y_grid[j]
+            acc *= math.exp(-(y - prev) / th)
+            while p < n_s and s_sorted[p] <= y:
+                acc += math.exp(-(y - s_sorted[p]) / th)
+                p += 1
+            out[k, j] = acc / n_s
+            prev = y
+    return out
+
+
+@njit(cache=True)
+def _fluid_kernel(arrivals, n_total, n_eff, ctab, f_tab, h_tab, s_q, params, counts, state):
+    """Advance the fluid queue over arrivals (one value per 1 s step) with n_total slots."""
+    mean_s, rho_max, scv_factor, slo, n_samples = params[0], params[1], params[2], params[3], int(params[4])
+    n_y, n_z = f_tab.shape[0], h_tab.shape[0]
+    dz = (_LOG_Z1 - _LOG_Z0) / (n_z - 1)
+    n_c, n_q = ctab.shape[0], s_q.shape[0]
+    mu = n_total / mean_s
+    b = state[_B]
+    for i in range(arrivals.shape[0]):
+        a = arrivals[i]
+        state[_ARR] += a
+        if mu <= 0.0:
+            state[_PEND] += a
+            state[_PEND_T] += a * (state[_CLOCK] + 0.5)
+            b += a
+            state[_CLOCK] += 1.0
+            state[_UNDER] += 1.0
+            continue
+        rho = min(a / mu, rho_max)
+        x = rho / rho_max * (n_c - 1)
+        ic = min(int(x), n_c - 2)
+        c_wait = ctab[ic] + (ctab[ic + 1] - ctab[ic]) * (x - ic)
+        theta = scv_factor * mean_s / (n_eff * (1.0 - rho))
+        if state[_PEND] > 0.0:  # held arrivals: at the head of the backlog from now on
+            pend = state[_PEND]
+            d = state[_CLOCK] - state[_PEND_T] / pend + (b - 0.5 * pend) / mu
+            _account(pend, d, c_wait, theta, slo, f_tab, h_tab, dz, n_y, n_z, state)
+            _sample(pend, d, d, c_wait, theta, s_q, n_q, n_samples, counts, state)
+            state[_PEND] = 0.0
+            state[_PEND_T] = 0.0
+        b1 = max(0.0, b + a - mu)
+        if b <= 0.0 and a <= mu:
+            _account(a, 0.0, c_wait, theta, slo, f_tab, h_tab, dz, n_y, n_z, state)
+            d_lo, d_hi = 0.0, 0.0
+        else:
+            for j in range(_SUBSTEPS):
+                bt = max(0.0, b + (a - mu) * (j + 0.5) / _SUBSTEPS)
+                _account(a / _SUBSTEPS, bt / mu, c_wait, theta, slo, f_tab, h_tab, dz, n_y, n_z, state)
+            d_lo, d_hi = b / mu, b1 / mu
+            state[_UNDER] += 1.0
+        if a > 0.0:
+            _sample(a, d_lo, d_hi, c_wait, theta, s_q, n_q, n_samples, counts, state)
+        served = b + a - b1
+        state[_SERVED] += served
+        state[_BUSY] += served * mean_s
+        b = b1
+        state[_CLOCK] += 1.0
+    state[_B] = b
+
+
+@njit(cache=True, inline="always")
+def _account(weight, d, c_wait, theta, slo, f_tab, h_tab, dz, n_y, n_z, state):
+    """Add `weight` arrivals delayed d by the backlog: within-SLO mass and mean wait."""
+    state[_WAITSUM] += weight * (d + c_wait * theta)
+    y = slo - d
+    if y < 0.0:
+        return
+    fy = y / slo * (n_y - 1)
+    j = min(int(fy), n_y - 2)
+    w = fy - j
+    f = f_tab[j] * (1.0 - w) + f_tab[j + 1] * w
+    if c_wait > 0.0:
+        fz = (math.log(theta / slo) - _LOG_Z0) / dz
+        fz = min(max(fz, 0.0), n_z - 1.000001)
+        k = int(fz)
+        v = fz - k
+        h = ((h_tab[k, j] * (1.0 - w) + h_tab[k, j + 1] * w) * (1.0 - v)
+             + (h_tab[k + 1, j] * (1.0 - w) + h_tab[k + 1, j + 1] * w) * v)
+        f -= c_wait * h
+    if f > 0.0:
+        state[_WITHIN] += weight * f
+
+
+@njit(cache=True, inline="always")
+def _sample(weight, d_lo, d_hi, c_wait, theta, s_q, n_q, n_samples, counts, state):
+    """Add n_samples quasi-random latency samples d + W + S, each weighing weight / n_samples."""
+    g = state[_G]
+    for j in range(n_samples):
+        g += 1.0
+        u1 = 0.5 + g * 0.7548776662466927  # R2 low-discrepancy sequence
+        u1 -= math.floor(u1)
+        u2 = 0.5 + g * 0.5698402909980532
+        u2 -= math.floor(u2)
+        t = (j + 0.5) / n_samples
+        lat = d_lo + (d_hi - d_lo) * t
+        if u1 > 1.0 - c_wait:
+            lat += theta * math.log(c_wait / (1.0 - u1))
+        lat += s_q[min(int(u2 * n_q), n_q - 1)]
+        if lat <= 0.0:
+            idx = 0
+        else:
+            idx = int(math.floor((math.log10(lat) - _LOG_LOW) * BINS_PER_DECADE)) + 1
+            idx = min(max(idx, 0), N_BINS - 1)
+        counts[idx] += weight / n_samples
+    state[_G] = g
+
+
+def erlang_c_table(servers: int, rho_max: float, points: int = 2049) -> np.ndarray:
+    """P(wait > 0) in M/M/servers on a utilization grid over [0, rho_max] (Erlang B recursion)."""
+    rho = np.linspace(0.0, rho_max, points)
+    a = rho * servers
+    b = np.ones(points)
+    for k in range(1, servers + 1):
+        b = a * b / (k + a * b)
+    return b / (1.0 - rho + rho * b)
+
+
+class FluidServer:
+    """Fluid (fast-mode) serving with estimated latencies; accumulates totals across ``step``.
+
+    slots_per_replica: concurrent requests per replica.
+    service_mean_s: mean service time (s); sets the service rate per slot.
+    service_scv: squared coefficient of variation of the service time (1 for exponential).
+    slo_s: latency SLO (s); a request is within when wait + slo component <= slo_s.
+    slo_component_samples_s: samples of the part of service counted in the SLO (all of it, or
+        the time to first token); up to 20,000 quantiles of them are kept.
+    routing: "lor"/"central" model the replicas as one pool, "random" as independent queues.
+    max_utilization: cap on the utilization fed to Erlang C (backlog is the fluid term's job).
+    latency_samples_per_step: quasi-random histogram samples per step (cost vs smoothness).
+    """
+
+    def __init__(
+        self, slots_per_replica: int, service_mean_s: float, service_scv: float, slo_s: float,
+        slo_component_samples_s: np.ndarray, routing: str = "lor", max_utilization: float = 0.98,
+        latency_samples_per_step: int = 4,
+    ) -> None:  # fmt: skip
+        samples = np.sort(np.asarray(slo_component_samples_s, dtype=np.float64))
+        if samples.size == 0 or slots_per_replica < 1 or service_mean_s <= 0 or slo_s <= 0:
+            raise ValueError("need samples, slots >= 1, service_mean_s > 0 and slo_s > 0")
+        if not 0 < max_utilization < 1:
+            raise ValueError("max_utilization must lie in (0, 1)")
+        if samples.size > _MAX_S_SAMPLES:
+            probs = (np.arange(_MAX_S_SAMPLES) + 0.5) / _MAX_S_SAMPLES
+            samples = np.quantile(samples, probs)
+        self.slots_per_replica = int(slots_per_replica)
+        self.service_mean_s = float(service_mean_s)
+        self.slo_s = float(slo_s)
+        self.routing = routing
+        self.max_utilization = float(max_utilization)
+        self._pooled = routing != "random"
+        y_grid = np.linspace(0.0, slo_s, _Y_POINTS)
+        theta_grid = slo_s * np.exp(np.linspace(_LOG_Z0, _LOG_Z1, _Z_POINTS))
+        self._f_tab = np.searchsorted(samples, y_grid, side="right") / samples.size
+        self._h_tab = _h_table(samples, y_grid, theta_grid)
+        self._s_q = samples
+        self._params = np.array([service_mean_s, max_utilization, (1.0 + service_scv) / 2.0,
+                                 slo_s, float(latency_samples_per_step)])  # fmt: skip
+        self._ctabs: dict[int, np.ndarray] = {}
+        self._state = np.zeros(11)
+        self.histogram = LatencyHistogram(estimated=True)
+
+    def step(self, arrivals_per_s: np.ndarray, ready_replicas: int) -> float:
+        """Process one 1 s step per element with a fixed ready replica count; return the backlog."""
+        n_total = ready_replicas * self.slots_per_replica
+        n_eff = n_total if self._pooled else self.slots_per_replica
+        ctab = self._ctabs.get(n_eff)
+        if ctab is None:
+            ctab = self._ctabs[n_eff] = erlang_c_table(max(n_eff, 1), self.max_utilization)
+        _fluid_kernel(np.asarray(arrivals_per_s, dtype=np.float64), n_total, max(n_eff, 1), ctab,
+                      self._f_tab, self._h_tab, self._s_q, self._params, self.histogram.counts,
+                      self._state)  # fmt: skip
+        return float(self._state[_B])
+
+    @property
+    def backlog(self) -> float:
+        """Requests queued beyond capacity (including held ones), carried to the next step."""
+        return float(self._state[_B])
+
+    @property
+    def arrivals(self) -> float:
+        return float(self._state[_ARR])
+
+    @property
+    def within_slo(self) -> float:
+        """Estimated number of requests with wait + slo component <= slo_s."""
+        return float(self._state[_WITHIN])
+
+    @property
+    def served(self) -> float:
+        return float(self._state[_SERVED])
+
+    @property
+    def busy_slot_s(self) -> float:
+        """Slot-seconds of service performed (utilization = this / (slots * seconds))."""
+        return float(self._state[_BUSY])
+
+    @property
+    def mean_wait_s(self) -> float:
+        """Estimated mean wait (backlog + queueing) of the requests accounted so far."""
+        accounted = self._state[_ARR] - self._state[_PEND]
+        return float(self._state[_WAITSUM] / accounted) if accounted > 0 else float("nan")
+
+    @property
+    def steps(self) -> int:
+        return int(self._state[_CLOCK])
+
+    @property
+    def backlogged_s(self) -> float:
+        """Seconds (steps) with a backlog or no capacity: under-provisioned time."""
+        return float(self._state[_UNDER])

@@ -1,0 +1,280 @@
+"""One replay of one policy through the simulated cluster, metric pipeline and HPA.
+
+The loop: every tick (the HPA's 15 s sync period) Prometheus scrapes the counters, the policy
+sees an Observation built from those scrapes only (never the true rate), decides, and the
+decision goes to the simulated cluster: directly for `hpa` (it IS the HPA), as the HPA's
+floor for `predictive` (the HPA keeps reacting beside it: the count that runs is the HPA's
+result clamped to [floor, max]). The oracle follows a plan made from the true demand.
+Requests are served in batches between events (pod ready, pod deleted, tick) while the replica
+set is fixed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from forecasting.types import Series
+from policies.hpa import HPAConfig, HPAPolicy, hpa_desired
+from policies.oracle import plan_pods
+from policies.predictive import PredictiveConfig, PredictivePolicy, size_for
+from policies.registry import BESIDE_HPA_PREFIX, PolicySpec
+from policies.types import Observation, PodMetrics
+from simulator.cluster import Cluster, Pod, cold_start_stream
+from simulator.engine import Engine
+from simulator.pipeline import PipelineConfig, ScrapeStore
+from simulator.results import PolicyResult
+from simulator.serve_modes import FastServing, RequestServing, Serving
+from simulator.workload_view import WorkloadView
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """How a replay runs (units in names)."""
+
+    start_s: float
+    duration_s: float
+    seed: int = 0
+    fidelity: str = "request"
+    routing: str = "lor"
+    tick_s: float = 15.0
+    refit_every_s: float = 3600.0
+    history_window_s: float = 7 * 86400.0
+    pipeline: PipelineConfig = PipelineConfig()
+    max_replicas: int = 100
+    lead_time_quantile: float = 0.9
+    lead_time_min_samples: int = 5
+    max_miss: float = 0.001
+
+    @property
+    def end_s(self) -> float:
+        return self.start_s + self.duration_s
+
+
+class Replay:
+    """Runs one policy spec over the workload view."""
+
+    def __init__(self, view: WorkloadView, spec: PolicySpec, config: ReplayConfig,
+                 oracle_need: np.ndarray | None = None,
+                 progress: Callable[[float], None] | None = None) -> None:
+        self.view, self.spec, self.cfg = view, spec, config
+        self.profile = view.profile
+        self.engine = Engine(config.start_s, before_event=self._advance)
+        seeds = np.random.SeedSequence(config.seed).spawn(3)
+        self.cluster = Cluster(self.engine,
+                               cold_start_stream(self.profile.sample_cold_start_s,
+                                                 np.random.default_rng(seeds[0])),
+                               self._on_ready, self._on_delete)
+        self.serving: Serving = (FastServing(view, config) if config.fidelity == "fast"
+                                 else RequestServing(view, config, seeds[1]))
+        self.store = ScrapeStore(config.pipeline, config.start_s, config.duration_s)
+        self._rid: dict[int, int] = {}
+        self._last_t = config.start_s
+        self._ready_pod_s = 0.0
+        self._oracle_need = oracle_need
+        self._progress = progress
+        self.reasons: Counter[str] = Counter()
+        self._trace_t: list[float] = []
+        self._trace: list[tuple[int, int, float, int]] = []
+        self._arrivals_at_tick = 0.0
+        self._under_s = 0.0
+        self._setup_policy()
+
+    # -- policy wiring -------------------------------------------------------------------
+    def _setup_policy(self) -> None:
+        name, params = self.spec.name, dict(self.spec.params)
+        prof, cfg = self.profile, self.cfg
+        max_r = prof.max_replicas if prof.fixed_size else cfg.max_replicas
+        min_r = prof.min_replicas
+        self.hpa_cfg: HPAConfig | None = None
+        self.predictive: PredictivePolicy | None = None
+        if name == "hpa":
+            params.setdefault("max_replicas", max_r)
+            params.setdefault("min_replicas", min_r)
+            self.hpa_cfg = HPAConfig(**params)
+            self.params = dict(HPAPolicy(self.hpa_cfg).params)
+        elif name == "predictive":
+            hpa_params = {k[len(BESIDE_HPA_PREFIX):]: params.pop(k) for k in list(params)
+                          if k.startswith(BESIDE_HPA_PREFIX)}
+            hpa_params.setdefault("max_replicas", max_r)
+            hpa_params.setdefault("min_replicas", min_r)
+            self.hpa_cfg = HPAConfig(**hpa_params)
+            params.setdefault("max_replicas", max_r)
+            params.setdefault("min_replicas", min_r)
+            params.setdefault("capacity_rps_per_replica", prof.capacity_rps_per_replica)
+            params.setdefault("slots_per_replica", prof.slots)
+            params.setdefault("wait_budget_s", self.view.wait_budget_s)
+            params.setdefault("tick_s", cfg.tick_s)
+            pcfg = PredictiveConfig(**params)
+            self.predictive = PredictivePolicy(pcfg)
+            self.pstate = self.predictive.initial_state()
+            from forecasting.online import OnlineForecaster
+
+            self.forecaster = OnlineForecaster(
+                pcfg.forecaster, refit_every_s=cfg.refit_every_s,
+                history_window_s=cfg.history_window_s)
+            self.params = dict(self.predictive.params)
+            self.params.update({BESIDE_HPA_PREFIX + k: v
+                                for k, v in HPAPolicy(self.hpa_cfg).params.items()})
+        elif name == "oracle":
+            self.params = {"max_miss": params.get("max_miss", cfg.max_miss)}
+        if self.hpa_cfg is not None:
+            self.hstate = HPAPolicy(self.hpa_cfg).initial_state()
+        self.hpa_replicas: int | None = None
+
+    def initial_replicas(self) -> int:
+        rate = self.view.initial_rate_rps()
+        cap = self.profile.capacity_rps_per_replica
+        if self.predictive is not None:
+            n = size_for(self.predictive.config, rate)
+        elif self.hpa_cfg is not None:
+            n = math.ceil(rate / (cap * self.hpa_cfg.target_utilization))
+        else:
+            n = int(self._oracle_need[0]) if self._oracle_need is not None else 1
+        return int(min(max(n, self.profile.min_replicas, 1), self.cfg.max_replicas))
+
+    # -- engine callbacks ------------------------------------------------------------------
+    def _on_ready(self, pod: Pod, now_s: float) -> None:
+        self._rid[pod.pid] = self.serving.add_replica(now_s)
+
+    def _on_delete(self, pod: Pod, now_s: float) -> None:
+        self.serving.remove_replica(self._rid.pop(pod.pid), now_s)
+
+    def _advance(self, t_s: float) -> None:
+        """Serve arrivals and accrue ready pod-seconds up to t_s."""
+        if t_s <= self._last_t:
+            return
+        ready = len(self._rid)
+        self._ready_pod_s += ready * (t_s - self._last_t)
+        self.serving.advance(self._last_t, t_s)
+        self._last_t = t_s
+
+    def _tick(self, t_s: float) -> None:
+        serving, store = self.serving, self.store
+        store.scrape(t_s, serving.arrived, serving.busy_slot_s, self._ready_pod_s)
+        arrived_now = serving.arrived - self._arrivals_at_tick
+        self._arrivals_at_tick = serving.arrived
+        demand = arrived_now / self.cfg.tick_s
+        ready = len(self._rid)
+        if demand > ready * self.profile.capacity_rps_per_replica:
+            self._under_s += self.cfg.tick_s
+        floor = 0
+        if self._oracle_need is None:
+            obs = self._observe(t_s)
+            floor = self._decide(obs, t_s)
+        self._trace_t.append(t_s)
+        self._trace.append((ready, self.cluster.total_count, demand, floor))
+        if self._progress is not None:
+            self._progress(t_s)
+
+    def _observe(self, t_s: float) -> Observation:
+        cfg, store, prof = self.cfg, self.store, self.profile
+        rate = store.rate_rps(t_s)
+        util = store.utilization(t_s, prof.slots)
+        newest = store.newest_sample_s(t_s)
+        full_window_since = t_s - cfg.pipeline.query_lag_s - cfg.pipeline.rate_window_s / 2
+        with_metrics = self.cluster.ready_since(full_window_since)
+        ready = len(self._rid)
+        if util is None:
+            pods = PodMetrics(0, 0.0, self.cluster.total_count - ready, ready)
+        else:
+            pods = PodMetrics(with_metrics, util * with_metrics,
+                              self.cluster.total_count - ready, ready - with_metrics)
+        measured = self.cluster.cold_starts_s
+        if len(measured) >= cfg.lead_time_min_samples:
+            lead = float(np.quantile(measured[-50:], cfg.lead_time_quantile))
+        else:
+            lead = self.view.default_lead_time_s
+        history = self.view.observed_history(self.store, t_s) if self.predictive else None
+        return Observation(
+            now_s=t_s, rate_rps=rate, rate_history=history or Series(np.zeros(0), 60.0),
+            pods=pods, spec_replicas=self.cluster.spec_replicas, ready_replicas=ready,
+            hpa_replicas=self.hpa_replicas, lead_time_s=lead + cfg.tick_s,
+            metrics_age_s=(t_s - newest) if newest is not None else math.inf)
+
+    def _decide(self, obs: Observation, t_s: float) -> int:
+        floor = None
+        if self.predictive is not None:
+            forecast = self._forecast(obs, t_s)
+            decision, self.pstate = self.predictive.decide(obs, forecast, self.pstate, t_s)
+            self.reasons[decision.reason] += 1
+            floor = decision.floor
+        assert self.hpa_cfg is not None
+        hdec, self.hstate = hpa_desired(self.hpa_cfg, obs.pods, obs.spec_replicas,
+                                       self.hstate, t_s, min_replicas=floor)
+        if self.predictive is None:
+            self.reasons[hdec.reason] += 1
+        self.hpa_replicas = hdec.replicas
+        self.cluster.scale_to(hdec.replicas, t_s)
+        return floor or 0
+
+    def _forecast(self, obs: Observation, t_s: float) -> Any:
+        history = obs.rate_history
+        self.forecaster.observe_history(history, t_s)
+        step = history.step_s
+        horizon = max(1, int(math.ceil((obs.lead_time_s + 2 * self.cfg.tick_s
+                                        + obs.metrics_age_s) / step)) + 1)
+        return self.forecaster.forecast(t_s, horizon)
+
+    # -- run -------------------------------------------------------------------------------
+    def run(self) -> PolicyResult:
+        cfg = self.cfg
+        if self._oracle_need is not None:
+            self._schedule_oracle()
+        else:
+            initial = self.initial_replicas()
+            self.cluster.start_ready(initial, cfg.start_s)
+            self.view.seed_store(self.store, initial)
+        self.engine.every(cfg.start_s + cfg.tick_s, cfg.tick_s, self._tick, cfg.end_s)
+        self.engine.run(cfg.end_s)
+        self.serving.finish()
+        self.cluster.finish(cfg.end_s)
+        return self._result()
+
+    def _schedule_oracle(self) -> None:
+        cfg = self.cfg
+        need = self._oracle_need
+        assert need is not None
+        draws = self.profile.sample_cold_start_s(
+            np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(3)[2]),
+            int(need.sum()) + 16)
+        plan = plan_pods(need, cfg.tick_s, cfg.start_s, draws)
+        for planned in plan:
+            created = max(planned.created_s, cfg.start_s)
+            self.engine.schedule(created, self._oracle_start, created, planned)
+
+    def _oracle_start(self, created_s: float, planned: Any) -> None:
+        if planned.ready_s <= self.cfg.start_s:
+            self.cluster.start_ready(1, created_s)
+            pod = self.cluster.pods[-1]
+        else:
+            pod = self.cluster.start_at(created_s, planned.ready_s)
+        if planned.deleted_s < self.cfg.end_s:
+            self.engine.schedule(planned.deleted_s, self.cluster.delete, pod, planned.deleted_s)
+
+    def _result(self) -> PolicyResult:
+        serving = self.serving
+        trace = np.asarray(self._trace, dtype=float).reshape(-1, 4)
+        res = PolicyResult(policy=self.spec.name, params=self.params, fidelity=self.cfg.fidelity)
+        res.requests = int(round(serving.arrived))
+        res.within_slo = serving.within_slo
+        res.replica_hours = self.cluster.billed_pod_s / 3600.0
+        res.cold_starts = len(self.cluster.cold_starts_s)
+        res.scale_events = self.cluster.scale_events
+        res.under_provisioned_s = self._under_s
+        res.p50_ms, res.p95_ms, res.p99_ms = (serving.latency_percentile_s(q) * 1e3
+                                              for q in (50, 95, 99))
+        res.latency_cdf_ms = serving.latency_cdf_ms()
+        res.reasons = self.reasons
+        res.t_s = np.asarray(self._trace_t)
+        res.ready, res.total, res.demand_rps, res.floor = (trace[:, i] for i in range(4))
+        return res
+
+
+def with_params(spec: PolicySpec, **params: Any) -> PolicySpec:
+    return replace(spec, params={**params, **spec.params})

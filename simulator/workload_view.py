@@ -1,0 +1,111 @@
+"""A trace and a profile seen through one replay window: history, truth and derived sizes.
+
+History before the window's start is what a live controller would already have in Prometheus
+(warm start): the observed request rate at the history step, from the trace. During the
+replay the history grows from the simulated scrapes, never from the true arrivals.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from forecasting.types import Series
+from simulator.arrivals import counts_per_second
+from simulator.pipeline import PipelineConfig, ScrapeStore
+from simulator.profiles import Profile
+from simulator.traces import Trace
+
+
+@dataclass
+class WorkloadView:
+    """Trace + profile + window [start_s, end_s) of one replay."""
+
+    trace: Trace
+    profile: Profile
+    start_s: float
+    end_s: float
+    slo_s: float
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    history_window_s: float = 7 * 86400.0
+
+    def __post_init__(self) -> None:
+        step = self.pipeline.history_step_s
+        warm_from = max(self.trace.start_s, self.start_s - self.history_window_s)
+        # whole history steps that end at or before the replay start
+        n_warm = int((self.start_s - warm_from) // step)
+        warm_from = self.start_s - n_warm * step
+        if n_warm > 0:
+            per_s = counts_per_second(self.trace, warm_from, self.start_s)
+            warm = per_s[: n_warm * int(step)].reshape(n_warm, int(step)).sum(axis=1) / step
+        else:
+            warm = np.zeros(0)
+        n_run = int(math.ceil((self.end_s - self.start_s) / step)) + 1
+        self._history = np.concatenate([warm, np.full(n_run, np.nan)])
+        self._history_t0 = warm_from
+        self._n_warm = n_warm
+        self._filled = n_warm  # history steps known so far
+
+    # -- sizes derived from the profile ---------------------------------------------------
+    @property
+    def wait_budget_s(self) -> float:
+        """Queueing delay the SLO leaves once the slow tail of the service itself is paid."""
+        q90 = float(np.quantile(self.slo_component_sample_s, 0.9))
+        return max(0.1 * self.slo_s, self.slo_s - q90)
+
+    @functools.cached_property
+    def slo_component_sample_s(self) -> np.ndarray:
+        """A fixed seeded sample of the service part counted by the SLO (for models)."""
+        return self.profile.sample_service(np.random.default_rng(12345), 20_000).slo_s
+
+    @functools.cached_property
+    def occupancy_sample_s(self) -> np.ndarray:
+        """A fixed seeded sample of slot occupancy (for models)."""
+        return self.profile.sample_service(np.random.default_rng(12345), 20_000).occupancy_s
+
+    @property
+    def default_lead_time_s(self) -> float:
+        """The configured lead time used until enough pod starts were measured."""
+        return float(self.profile.cold_start.high_s)
+
+    def initial_rate_rps(self) -> float:
+        """The rate in the minute before the start (or the first minute of the trace)."""
+        lo = max(self.trace.start_s, self.start_s - 60.0)
+        hi = lo + 60.0 if lo >= self.start_s else self.start_s
+        return float(self.trace.total_requests(lo, hi) / (hi - lo))
+
+    def peak_rate_rps(self) -> float:
+        per_s = counts_per_second(self.trace, self.start_s, self.end_s)
+        if per_s.size < 60:
+            return float(per_s.max(initial=0.0))
+        minutes = per_s[: per_s.size // 60 * 60].reshape(-1, 60).mean(axis=1)
+        return float(minutes.max(initial=0.0))
+
+    # -- observed history -----------------------------------------------------------------
+    def seed_store(self, store: ScrapeStore, ready_pods: int) -> None:
+        """Fill the store's warm slots with what Prometheus had before the replay started."""
+        rate = self.initial_rate_rps()
+        busy_per_s = min(rate * self.profile.service_mean_s, ready_pods * self.profile.slots)
+        for i in range(store.warm + 1):
+            t = store.time_of(i)
+            back = self.start_s - t
+            store.scrape(t, -self.trace.total_requests(t, self.start_s) if back > 0 else 0.0,
+                         -busy_per_s * back, -ready_pods * back)
+
+    def observed_history(self, store: ScrapeStore, now_s: float) -> Series:
+        """Observed rate at history_step_s ending at the newest step a query at now_s sees."""
+        step = self.pipeline.history_step_s
+        newest = store.index_at(now_s - self.pipeline.query_lag_s)
+        n_run = int((store.time_of(newest) - self.start_s) // step)
+        while self._filled < self._n_warm + n_run:
+            k = self._filled - self._n_warm  # run step k covers [start + k*step, +step)
+            hi = store.requests[store.index_at(self.start_s + (k + 1) * step)]
+            lo = store.requests[store.index_at(self.start_s + k * step)]
+            self._history[self._filled] = (hi - lo) / step
+            self._filled += 1
+        n_keep = int(self.history_window_s // step)
+        lo_i = max(0, self._filled - n_keep)
+        return Series(self._history[lo_i:self._filled], step, self._history_t0 + lo_i * step)
