@@ -197,7 +197,7 @@ class AutoForecaster(Forecaster):
         vol = float(np.mean(np.abs(np.diff(y[-_VOL_STEPS - 1 :])))) + self._floor * 0.1
         scale = np.choose(kinds, (np.ones(horizon_steps), np.maximum(mean, self._floor), np.full(horizon_steps, vol)))
         q = np.maximum(mean + off * scale, 0.0)
-        return Forecast(self.origin_s_, self.step_s_, mean, {l: q[i] for i, l in enumerate(lv)}, self.name)
+        return Forecast(self.origin_s_, self.step_s_, mean, {lvl: q[i] for i, lvl in enumerate(lv)}, self.name)
 
 
 def _pinball90(scores: np.ndarray, scale: np.ndarray) -> float:

@@ -59,6 +59,7 @@ class ConformalForecaster(Forecaster):
         if self.step_s_ is None or self.step_s_ != history.step_s:
             self._reset()
             self.step_s_ = float(history.step_s)
+        self.base.fit(history)  # first: when it raises, the calibration state is untouched
         end = int(round(history.end_s / history.step_s))  # absolute index of the next step
         if self.step_index_ is not None and end > self.step_index_:
             # actuals that reached us through this refit rather than through update()
@@ -66,7 +67,6 @@ class ConformalForecaster(Forecaster):
             for i, x in enumerate(tail):
                 self._score(end - tail.size + i, float(x))
         self.step_index_ = end
-        self.base.fit(history)
         self._floor = max(1e-9, 0.05 * float(np.nanmean(np.abs(history.values[-1440:]))))
         return self
 

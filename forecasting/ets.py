@@ -95,7 +95,7 @@ class PathForecaster(Forecaster):
             self._offsets[lv] = np.quantile(self.resid_, lv)
         q = mean + self._offsets[lv][:, None] * np.sqrt(h)[None, :]
         q = np.maximum(np.maximum.accumulate(q, axis=0), 0.0)
-        return Forecast(self.origin_s_, self.step_s_, mean, {l: q[i] for i, l in enumerate(lv)}, self.name)
+        return Forecast(self.origin_s_, self.step_s_, mean, {lvl: q[i] for i, lvl in enumerate(lv)}, self.name)
 
 
 def coarse_to_fine(

@@ -12,8 +12,8 @@ controller state so that the HPA model and the predictive policy can share them:
   (``calculateScaleUpLimitWithScalingRules``, ``calculateScaleDownLimitWithBehaviors``,
   ``getReplicasChangePerPeriod``).
 
-Histories are tuples of ``(t_s, value)`` pairs, oldest first (times non-decreasing: the scans stop
-at the first sample outside their window); every function returns new tuples.
+Histories are tuples of ``(t_s, value)`` pairs, oldest first (times non-decreasing: the scans
+rely on it); every function returns new tuples.
 Time comparisons follow Go's ``After``/``Before`` exactly (strict), because at a 15 s tick a
 sample exactly one window old is a common case and the controller excludes it.
 """
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Literal
 
 History = tuple[tuple[float, int], ...]
@@ -45,16 +46,20 @@ class ScalingPolicy:
             raise ValueError("policy value and period_s must be positive")
 
 
+def _first_after(history: History, cutoff: float, inclusive: bool) -> int:
+    """Index of the oldest sample inside the window (histories are pruned, so this is ~0)."""
+    i, n = 0, len(history)
+    while i < n and (history[i][0] < cutoff or (history[i][0] == cutoff and not inclusive)):
+        i += 1
+    return i
+
+
 def window_min(history: History, now_s: float, window_s: float, initial: int) -> int:
     """Min of ``initial`` and every value recorded strictly after ``now_s - window_s``."""
-    cutoff = now_s - window_s
-    out = initial
-    for t, v in reversed(history):  # newest first: stop at the first sample out of the window
-        if t <= cutoff:
-            break
-        if v < out:
-            out = v
-    return out
+    i = _first_after(history, now_s - window_s, False)
+    if i == len(history):
+        return initial
+    return min(initial, min(map(itemgetter(1), history[i:])))
 
 
 def window_max(
@@ -65,14 +70,10 @@ def window_max(
     ``inclusive`` also counts a sample exactly at the cutoff: the legacy (no ``behavior``) path,
     ``stabilizeRecommendation``, drops only samples ``Before(cutoff)``.
     """
-    cutoff = now_s - window_s
-    out = initial
-    for t, v in reversed(history):
-        if t < cutoff or (t == cutoff and not inclusive):
-            break
-        if v > out:
-            out = v
-    return out
+    i = _first_after(history, now_s - window_s, inclusive)
+    if i == len(history):
+        return initial
+    return max(initial, max(map(itemgetter(1), history[i:])))
 
 
 def stabilize(

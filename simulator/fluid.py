@@ -58,7 +58,8 @@ def _h_table(s_sorted, y_grid, theta_grid):
 @njit(cache=True)
 def _fluid_kernel(arrivals, n_total, n_eff, ctab, f_tab, h_tab, s_q, params, counts, state):
     """Advance the fluid queue over arrivals (one value per 1 s step) with n_total slots."""
-    mean_s, rho_max, scv_factor, slo, n_samples = params[0], params[1], params[2], params[3], int(params[4])
+    mean_s, rho_max, scv_factor, slo = params[0], params[1], params[2], params[3]
+    n_samples = int(params[4])
     n_y, n_z = f_tab.shape[0], h_tab.shape[0]
     dz = (_LOG_Z1 - _LOG_Z0) / (n_z - 1)
     n_c, n_q = ctab.shape[0], s_q.shape[0]
@@ -93,7 +94,9 @@ def _fluid_kernel(arrivals, n_total, n_eff, ctab, f_tab, h_tab, s_q, params, cou
         else:
             for j in range(_SUBSTEPS):
                 bt = max(0.0, b + (a - mu) * (j + 0.5) / _SUBSTEPS)
-                _account(a / _SUBSTEPS, bt / mu, c_wait, theta, slo, f_tab, h_tab, dz, n_y, n_z, state)
+                _account(
+                    a / _SUBSTEPS, bt / mu, c_wait, theta, slo, f_tab, h_tab, dz, n_y, n_z, state
+                )
             d_lo, d_hi = b / mu, b1 / mu
             state[_UNDER] += 1.0
         if a > 0.0:
@@ -122,8 +125,9 @@ def _account(weight, d, c_wait, theta, slo, f_tab, h_tab, dz, n_y, n_z, state):
         fz = min(max(fz, 0.0), n_z - 1.000001)
         k = int(fz)
         v = fz - k
-        h = ((h_tab[k, j] * (1.0 - w) + h_tab[k, j + 1] * w) * (1.0 - v)
-             + (h_tab[k + 1, j] * (1.0 - w) + h_tab[k + 1, j + 1] * w) * v)
+        h = (h_tab[k, j] * (1.0 - w) + h_tab[k, j + 1] * w) * (1.0 - v) + (
+            h_tab[k + 1, j] * (1.0 - w) + h_tab[k + 1, j + 1] * w
+        ) * v
         f -= c_wait * h
     if f > 0.0:
         state[_WITHIN] += weight * f

@@ -69,8 +69,10 @@ class LatencyHistogram:
             return float("nan")
         rank = min(max(q, 0.0), 100.0) / 100.0 * total
         cum = np.cumsum(self.counts)
-        i = int(np.searchsorted(cum, rank, side="left"))
-        i = min(i, N_BINS - 1)
+        if rank <= 0:
+            i = int(np.flatnonzero(self.counts > 0)[0])  # the lowest non-empty bin
+        else:
+            i = min(int(np.searchsorted(cum, rank, side="left")), N_BINS - 1)
         if i == 0:
             return 0.0
         if i == N_BINS - 1:

@@ -24,7 +24,7 @@ from policies.hpa import HPAConfig, HPAPolicy, hpa_desired
 from policies.oracle import plan_pods
 from policies.predictive import PredictiveConfig, PredictivePolicy, size_for
 from policies.registry import BESIDE_HPA_PREFIX, PolicySpec
-from policies.types import Observation, PodMetrics
+from policies.types import Decision, Observation, PodMetrics
 from simulator.cluster import Cluster, Pod, cold_start_stream
 from simulator.engine import Engine
 from simulator.pipeline import PipelineConfig, ScrapeStore
@@ -61,7 +61,8 @@ class Replay:
 
     def __init__(self, view: WorkloadView, spec: PolicySpec, config: ReplayConfig,
                  oracle_need: np.ndarray | None = None,
-                 progress: Callable[[float], None] | None = None) -> None:
+                 progress: Callable[[float], None] | None = None,
+                 record_decisions: bool = False) -> None:
         self.view, self.spec, self.cfg = view, spec, config
         self.profile = view.profile
         self.engine = Engine(config.start_s, before_event=self._advance)
@@ -73,6 +74,7 @@ class Replay:
         self.serving: Serving = (FastServing(view, config) if config.fidelity == "fast"
                                  else RequestServing(view, config, seeds[1]))
         self.store = ScrapeStore(config.pipeline, config.start_s, config.duration_s)
+        self.history = view.new_history()
         self._rid: dict[int, int] = {}
         self._last_t = config.start_s
         self._ready_pod_s = 0.0
@@ -83,6 +85,8 @@ class Replay:
         self._trace: list[tuple[int, int, float, int]] = []
         self._arrivals_at_tick = 0.0
         self._under_s = 0.0
+        self._lead_cache: tuple[int, float] = (-1, 0.0)
+        self.decisions: list[tuple[float, Decision]] | None = [] if record_decisions else None
         self._setup_policy()
 
     # -- policy wiring -------------------------------------------------------------------
@@ -116,8 +120,9 @@ class Replay:
             from forecasting.online import OnlineForecaster
 
             self.forecaster = OnlineForecaster(
-                pcfg.forecaster, refit_every_s=cfg.refit_every_s,
-                history_window_s=cfg.history_window_s)
+                pcfg.forecaster, step_s=cfg.pipeline.history_step_s,
+                refit_every_s=cfg.refit_every_s, window_s=cfg.history_window_s)
+            self._fed_until_s = -math.inf
             self.params = dict(self.predictive.params)
             self.params.update({BESIDE_HPA_PREFIX + k: v
                                 for k, v in HPAPolicy(self.hpa_cfg).params.items()})
@@ -185,17 +190,23 @@ class Replay:
         else:
             pods = PodMetrics(with_metrics, util * with_metrics,
                               self.cluster.total_count - ready, ready - with_metrics)
-        measured = self.cluster.cold_starts_s
-        if len(measured) >= cfg.lead_time_min_samples:
-            lead = float(np.quantile(measured[-50:], cfg.lead_time_quantile))
-        else:
-            lead = self.view.default_lead_time_s
-        history = self.view.observed_history(self.store, t_s) if self.predictive else None
+        lead = self._lead_time_s()
+        history = self.history.series(self.store, t_s) if self.predictive else None
         return Observation(
             now_s=t_s, rate_rps=rate, rate_history=history or Series(np.zeros(0), 60.0),
             pods=pods, spec_replicas=self.cluster.spec_replicas, ready_replicas=ready,
             hpa_replicas=self.hpa_replicas, lead_time_s=lead + cfg.tick_s,
             metrics_age_s=(t_s - newest) if newest is not None else math.inf)
+
+    def _lead_time_s(self) -> float:
+        """High quantile of the measured start-to-ready times (last 50), else the default."""
+        measured = self.cluster.cold_starts_s
+        if len(measured) < self.cfg.lead_time_min_samples:
+            return self.view.default_lead_time_s
+        if self._lead_cache[0] != len(measured):
+            q = float(np.quantile(measured[-50:], self.cfg.lead_time_quantile))
+            self._lead_cache = (len(measured), q)
+        return self._lead_cache[1]
 
     def _decide(self, obs: Observation, t_s: float) -> int:
         floor = None
@@ -203,22 +214,31 @@ class Replay:
             forecast = self._forecast(obs, t_s)
             decision, self.pstate = self.predictive.decide(obs, forecast, self.pstate, t_s)
             self.reasons[decision.reason] += 1
+            if self.decisions is not None:
+                self.decisions.append((t_s, decision))
             floor = decision.floor
         assert self.hpa_cfg is not None
         hdec, self.hstate = hpa_desired(self.hpa_cfg, obs.pods, obs.spec_replicas,
                                        self.hstate, t_s, min_replicas=floor)
         if self.predictive is None:
             self.reasons[hdec.reason] += 1
+            if self.decisions is not None:
+                self.decisions.append((t_s, hdec))
         self.hpa_replicas = hdec.replicas
         self.cluster.scale_to(hdec.replicas, t_s)
         return floor or 0
 
     def _forecast(self, obs: Observation, t_s: float) -> Any:
+        """Feed the forecaster the history samples it has not seen, then forecast."""
         history = obs.rate_history
-        self.forecaster.observe_history(history, t_s)
         step = history.step_s
-        horizon = max(1, int(math.ceil((obs.lead_time_s + 2 * self.cfg.tick_s
-                                        + obs.metrics_age_s) / step)) + 1)
+        if history.end_s > self._fed_until_s:
+            unseen_s = min(history.end_s - self._fed_until_s, len(history) * step)
+            new = int(round(unseen_s / step))
+            self.forecaster.observe(history.values[len(history) - new:], history.end_s)
+            self._fed_until_s = history.end_s
+        horizon = max(1, int(math.ceil((t_s - history.end_s + obs.lead_time_s
+                                        + 2 * self.cfg.tick_s) / step)) + 1)
         return self.forecaster.forecast(t_s, horizon)
 
     # -- run -------------------------------------------------------------------------------
@@ -260,7 +280,8 @@ class Replay:
     def _result(self) -> PolicyResult:
         serving = self.serving
         trace = np.asarray(self._trace, dtype=float).reshape(-1, 4)
-        res = PolicyResult(policy=self.spec.name, params=self.params, fidelity=self.cfg.fidelity)
+        res = PolicyResult(policy=self.spec.name, params=self.params, fidelity=self.cfg.fidelity,
+                           label=str(self.spec))
         res.requests = int(round(serving.arrived))
         res.within_slo = serving.within_slo
         res.replica_hours = self.cluster.billed_pod_s / 3600.0

@@ -26,16 +26,12 @@ def _row(r: PolicyResult) -> list[str]:
             f"{r.requests_per_replica_hour:,.0f}"]
 
 
-def label(r: PolicyResult, with_params: bool) -> str:
-    if not with_params:
-        return r.policy
-    short = {k: v for k, v in r.params.items() if k in ("target_utilization", "quantile")}
-    return r.policy + ("" if not short else " " + ",".join(f"{k}={v}" for k, v in short.items()))
+def label(r: PolicyResult) -> str:
+    """The policy as the user gave it (name and the parameters set)."""
+    return r.label or r.policy
 
 
 def table(comparison: Comparison) -> Table:
-    names = [r.policy for r in comparison.results]
-    duplicate = len(set(names)) < len(names)
     est = " (latency estimated by the fluid model)" if comparison.fidelity == "fast" else ""
     t = Table(title=f"{comparison.trace} · profile {comparison.profile} · SLO "
                     f"{comparison.slo_ms:g} ms · {comparison.fidelity} fidelity{est}")
@@ -46,7 +42,7 @@ def table(comparison: Comparison) -> Table:
         rows.append(comparison.oracle)
     for r in rows:
         cells = _row(r)
-        cells[0] = label(r, duplicate) if r is not comparison.oracle else cells[0]
+        cells[0] = label(r) if r is not comparison.oracle else cells[0]
         t.add_row(*cells)
     return t
 

@@ -16,6 +16,7 @@ class PolicyResult:
     policy: str
     params: dict[str, Any]
     fidelity: str
+    label: str = ""
     requests: int = 0
     within_slo: float = 0.0
     replica_hours: float = 0.0

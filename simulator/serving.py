@@ -289,4 +289,6 @@ def hold_until_routable(
     arrivals_s: np.ndarray, service_s: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Prepend arrivals held while no replica was routable to the next batch (engine helper)."""
-    return np.concatenate([held_arrivals_s, arrivals_s]), np.concatenate([held_service_s, service_s])
+    return np.concatenate([held_arrivals_s, arrivals_s]), np.concatenate(
+        [held_service_s, service_s]
+    )

@@ -35,22 +35,17 @@ class WorkloadView:
     def __post_init__(self) -> None:
         step = self.pipeline.history_step_s
         warm_from = max(self.trace.start_s, self.start_s - self.history_window_s)
-        # whole history steps that end at or before the replay start
-        n_warm = int((self.start_s - warm_from) // step)
-        warm_from = self.start_s - n_warm * step
+        n_warm = int((self.start_s - warm_from) // step)  # whole steps ending at the start
+        self.history_t0_s = self.start_s - n_warm * step
         if n_warm > 0:
-            per_s = counts_per_second(self.trace, warm_from, self.start_s)
-            warm = per_s[: n_warm * int(step)].reshape(n_warm, int(step)).sum(axis=1) / step
+            per_s = counts_per_second(self.trace, self.history_t0_s, self.start_s)
+            self.warm_history = per_s[: n_warm * int(step)].reshape(n_warm, int(step)).sum(
+                axis=1) / step
         else:
-            warm = np.zeros(0)
-        n_run = int(math.ceil((self.end_s - self.start_s) / step)) + 1
-        self._history = np.concatenate([warm, np.full(n_run, np.nan)])
-        self._history_t0 = warm_from
-        self._n_warm = n_warm
-        self._filled = n_warm  # history steps known so far
+            self.warm_history = np.zeros(0)
 
     # -- sizes derived from the profile ---------------------------------------------------
-    @property
+    @functools.cached_property
     def wait_budget_s(self) -> float:
         """Queueing delay the SLO leaves once the slow tail of the service itself is paid."""
         q90 = float(np.quantile(self.slo_component_sample_s, 0.9))
@@ -95,17 +90,33 @@ class WorkloadView:
             store.scrape(t, -self.trace.total_requests(t, self.start_s) if back > 0 else 0.0,
                          -busy_per_s * back, -ready_pods * back)
 
-    def observed_history(self, store: ScrapeStore, now_s: float) -> Series:
+    def new_history(self) -> ObservedHistory:
+        """A fresh observed-history buffer for one replay."""
+        return ObservedHistory(self)
+
+
+class ObservedHistory:
+    """One replay's observed rate history: the warm part, then what the scrapes showed."""
+
+    def __init__(self, view: WorkloadView) -> None:
+        self.view = view
+        step = view.pipeline.history_step_s
+        n_run = int(math.ceil((view.end_s - view.start_s) / step)) + 1
+        self._values = np.concatenate([view.warm_history, np.full(n_run, np.nan)])
+        self._n_warm = len(view.warm_history)
+        self._filled = self._n_warm
+
+    def series(self, store: ScrapeStore, now_s: float) -> Series:
         """Observed rate at history_step_s ending at the newest step a query at now_s sees."""
-        step = self.pipeline.history_step_s
-        newest = store.index_at(now_s - self.pipeline.query_lag_s)
-        n_run = int((store.time_of(newest) - self.start_s) // step)
+        view = self.view
+        step = view.pipeline.history_step_s
+        newest = store.index_at(now_s - view.pipeline.query_lag_s)
+        n_run = int((store.time_of(newest) - view.start_s) // step)
         while self._filled < self._n_warm + n_run:
             k = self._filled - self._n_warm  # run step k covers [start + k*step, +step)
-            hi = store.requests[store.index_at(self.start_s + (k + 1) * step)]
-            lo = store.requests[store.index_at(self.start_s + k * step)]
-            self._history[self._filled] = (hi - lo) / step
+            hi = store.requests[store.index_at(view.start_s + (k + 1) * step)]
+            lo = store.requests[store.index_at(view.start_s + k * step)]
+            self._values[self._filled] = (hi - lo) / step
             self._filled += 1
-        n_keep = int(self.history_window_s // step)
-        lo_i = max(0, self._filled - n_keep)
-        return Series(self._history[lo_i:self._filled], step, self._history_t0 + lo_i * step)
+        lo_i = max(0, self._filled - int(view.history_window_s // step))
+        return Series(self._values[lo_i:self._filled], step, view.history_t0_s + lo_i * step)

@@ -19,6 +19,7 @@ from simulator.latency import N_BINS, LatencyHistogram, bin_index
 )
 def test_percentile_relative_error_below_half_percent(seed, sigma, median_s, q):
     x = np.random.default_rng(seed).lognormal(np.log(median_s), sigma, 2000)
+    x = x[(x >= 1e-6) & (x < 1e4)]  # the bound holds inside the binned range
     hist = LatencyHistogram()
     hist.add(x)
     exact = np.quantile(x, q / 100, method="inverted_cdf")  # an order statistic

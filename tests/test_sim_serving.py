@@ -82,17 +82,36 @@ def test_batch_equals_event_at_a_time(routing, seed, n_batches, slots, load):
     [
         # two replicas x 1 slot; LOR sends the second request to the idle replica 1, the third
         # (t=0.5, both busy: 1 outstanding each) to the lowest id, where it queues until 1.0
-        pytest.param("lor", [0.0, 0.1, 0.5], [1.0, 1.0, 1.0], [0.0, 0.1, 1.0], [0, 1, 0],
-                     id="lor-ties-lowest-id"),
+        pytest.param(
+            "lor",
+            [0.0, 0.1, 0.5],
+            [1.0, 1.0, 1.0],
+            [0.0, 0.1, 1.0],
+            [0, 1, 0],
+            id="lor-ties-lowest-id",
+        ),
         # a request finishing at t is not outstanding at t: at t=1.0 replica 0 is free again
-        pytest.param("lor", [0.0, 0.0, 1.0], [1.0, 2.0, 1.0], [0.0, 0.0, 1.0], [0, 1, 0],
-                     id="lor-departure-before-arrival"),
+        pytest.param(
+            "lor",
+            [0.0, 0.0, 1.0],
+            [1.0, 2.0, 1.0],
+            [0.0, 0.0, 1.0],
+            [0, 1, 0],
+            id="lor-departure-before-arrival",
+        ),
         # central: the third request takes the slot that frees first (replica 1 at 0.6)
-        pytest.param("central", [0.0, 0.1, 0.2], [2.0, 0.5, 1.0], [0.0, 0.1, 0.6], [0, 1, 1],
-                     id="central-earliest-free-slot"),
+        pytest.param(
+            "central",
+            [0.0, 0.1, 0.2],
+            [2.0, 0.5, 1.0],
+            [0.0, 0.1, 0.6],
+            [0, 1, 1],
+            id="central-earliest-free-slot",
+        ),
         # central, both slots idle: the one idle longest (ties: lowest id) takes the request
-        pytest.param("central", [0.0, 5.0], [1.0, 1.0], [0.0, 5.0], [0, 1],
-                     id="central-longest-idle"),
+        pytest.param(
+            "central", [0.0, 5.0], [1.0, 1.0], [0.0, 5.0], [0, 1], id="central-longest-idle"
+        ),
     ],
 )
 def test_hand_counted_cases(routing, arrivals, service, want_start, want_rid):
