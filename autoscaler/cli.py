@@ -57,7 +57,7 @@ def simulate(
     except USER_ERRORS as e:
         fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
         return
-    Console().print(table(comparison))
+    Console(width=None if sys.stdout.isatty() else 160).print(table(comparison))
     if json_path is not None:
         json_path.write_text(json.dumps(comparison.to_json(), indent=2, default=float))
         typer.echo(f"wrote {json_path}")
@@ -89,11 +89,24 @@ def backtest(
     except USER_ERRORS as e:
         fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
         return
-    Console().print(backtest_table(result))
+    Console(width=None if sys.stdout.isatty() else 160).print(backtest_table(result))
 
 
 def main() -> None:
-    app()
+    """Entry point: usage errors become one line too (no usage box, no traceback)."""
+    try:
+        rv = app(standalone_mode=False)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        typer.echo("error: aborted", err=True)
+        sys.exit(1)
+    except typer.TyperException as e:
+        message = getattr(e, "format_message", lambda: str(e))()
+        typer.echo(f"error: {message.splitlines()[0] if message else type(e).__name__}",
+                   err=True)
+        sys.exit(2)
+    sys.exit(rv if isinstance(rv, int) else 0)
 
 
 if __name__ == "__main__":

@@ -127,14 +127,13 @@ class AutoForecaster(Forecaster):
         self.chosen_, self.scale_kind_, self.scores_ = [], [], []
         for h in self.anchors_:
             best, best_err, best_f, t_best = cands[0], np.inf, None, None
-            for cand in cands:
-                # every candidate is scored on the same origins: one whose lookback does not
-                # fit a full window would be judged on fewer, easier or harder, cases
-                t = np.arange(max(cand.lookback + _SMOOTH, n - h - w), n - h)
-                if t.size < 2 or h > cand.max_h:
-                    continue
-                if cand.name != "last" and t[0] > n - h - w:
-                    continue
+            # every candidate is scored on the same origins (one judged on fewer cases could
+            # win by luck); those that cannot reach back over half the window sit out
+            fits = [k for k in cands if k.lookback + _SMOOTH <= n - h - w // 2 and h <= k.max_h]
+            start = max([n - h - w, _VOL_STEPS] + [k.lookback + _SMOOTH for k in fits])
+            start = min(start, max(0, n - h - 2))
+            t = np.arange(start, n - h)
+            for cand in fits if t.size >= 2 else []:
                 f = cand.point(y, c, t, np.full(t.size, h))
                 err = float(np.mean(np.abs(y[t + h] - f)))
                 if cand.name != "last":
@@ -194,7 +193,8 @@ class AutoForecaster(Forecaster):
             h = ix + 1
             mean[ix] = cand.point(y, c, np.full(h.size, t_last), h)
         mean = np.maximum(mean, 0.0)
-        vol = float(np.mean(np.abs(np.diff(y[-_VOL_STEPS - 1 :])))) + self._floor * 0.1
+        d = np.abs(np.diff(y[-_VOL_STEPS - 1 :]))
+        vol = (float(np.mean(d)) if d.size else 0.0) + self._floor * 0.1
         scale = np.choose(kinds, (np.ones(horizon_steps), np.maximum(mean, self._floor), np.full(horizon_steps, vol)))
         q = np.maximum(mean + off * scale, 0.0)
         return Forecast(self.origin_s_, self.step_s_, mean, {lvl: q[i] for i, lvl in enumerate(lv)}, self.name)

@@ -43,7 +43,9 @@ def _acf(x: np.ndarray) -> np.ndarray:
     n = x.size
     f = np.fft.rfft(x, 2 * n)
     r = np.fft.irfft(f * np.conj(f))[:n]
-    return r / r[0] if r[0] > 0 else np.zeros(n)
+    if r[0] <= 0:
+        return np.zeros(n)
+    return r / r[0] * n / np.maximum(n - np.arange(n), 1)  # unbiased: long lags not shrunk
 
 
 def _snap(period_s: float, step_s: float) -> float:
@@ -99,12 +101,22 @@ def detect_periods(
         if 2 * period_s > raw.size * step_s:
             continue
         found.append((period_s, float(acf[lag])))
-    found.sort(key=lambda pa: -pa[1])
-    accepted: list[float] = []
-    for period_s, _ in found:
-        # a multiple of a period already accepted (with a higher ACF) repeats nothing new
-        ratios = [period_s / p for p in accepted]
-        if any(r > 0.95 and abs(r - round(r)) <= 0.05 * r for r in ratios):
+    # shortest first: a multiple of an accepted period must add regularity of its own, and an
+    # accepted period that is a weak divisor of a much more regular one is its harmonic
+    found.sort()
+    accepted: list[tuple[float, float]] = []
+    for period_s, a in found:
+        if any(_multiple(period_s, p) and a < pa + 0.05 for p, pa in accepted):
             continue
-        accepted.append(period_s)
-    return tuple(accepted[:max_periods])
+        accepted.append((period_s, a))
+    kept = [
+        (p, a) for p, a in accepted
+        if not any(_multiple(q, p) and a < 0.6 * qa for q, qa in accepted)
+    ]
+    kept.sort(key=lambda pa: -pa[1])
+    return tuple(p for p, _ in kept[:max_periods])
+
+
+def _multiple(longer: float, shorter: float) -> bool:
+    r = longer / shorter
+    return r > 1.5 and abs(r - round(r)) <= 0.05 * r

@@ -9,6 +9,7 @@ a live controller measures from pod conditions.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,11 +48,12 @@ class Cluster:
         self.pods_created = 0
         # (time, ready, total) after every change, for plots and under-provisioning.
         self.timeline: list[tuple[float, int, int]] = []
+        self._ready_times: list[float] = []  # ready_at_s of the ready pods, ascending
 
     # -- queries ---------------------------------------------------------------------------
     @property
     def ready_count(self) -> int:
-        return sum(1 for p in self.pods if p.ready)
+        return len(self._ready_times)
 
     @property
     def total_count(self) -> int:
@@ -59,14 +61,14 @@ class Cluster:
 
     def ready_since(self, at_or_before_s: float) -> int:
         """Ready pods that have been ready since at_or_before_s (have a full metric window)."""
-        return sum(1 for p in self.pods if p.ready and p.ready_at_s <= at_or_before_s)
+        return bisect.bisect_right(self._ready_times, at_or_before_s)
 
     # -- actions ---------------------------------------------------------------------------
     def start_ready(self, n: int, now_s: float) -> None:
         """Pods that already run when the replay starts (warm start): ready now."""
         for _ in range(n):
             pod = self._new_pod(now_s, now_s)
-            pod.ready = True
+            self._mark_ready(pod)
             self._on_ready(pod, now_s)
         self.spec_replicas = len(self.pods)
         self._record(now_s)
@@ -119,7 +121,7 @@ class Cluster:
     def _become_ready(self, pod: Pod) -> None:
         if pod.deleted_s is not None:
             return
-        pod.ready = True
+        self._mark_ready(pod)
         self.cold_starts_s.append(pod.ready_at_s - pod.created_s)
         self._on_ready(pod, pod.ready_at_s)
         self._record(pod.ready_at_s)
@@ -129,7 +131,12 @@ class Cluster:
         self.pods.remove(pod)
         self.billed_pod_s += now_s - pod.created_s
         if pod.ready:
+            del self._ready_times[bisect.bisect_left(self._ready_times, pod.ready_at_s)]
             self._on_delete(pod, now_s)
+
+    def _mark_ready(self, pod: Pod) -> None:
+        pod.ready = True
+        bisect.insort(self._ready_times, pod.ready_at_s)
 
     def _record(self, now_s: float) -> None:
         self.timeline.append((now_s, self.ready_count, len(self.pods)))

@@ -104,9 +104,10 @@ def oracle_need(view: WorkloadView, interval_s: float, max_miss: float,
 
 
 def default_max_replicas(view: WorkloadView) -> int:
-    """Room for twice the replay's busiest minute at full utilization (at least 10)."""
+    """The profile's max, else room for twice the replay's busiest minute at full utilization
+    (at least 10)."""
     prof = view.profile
-    if prof.fixed_size:
+    if prof.max_replicas is not None:
         return int(prof.max_replicas)
     return max(10, int(np.ceil(2 * view.peak_rate_rps() / prof.capacity_rps_per_replica)))
 

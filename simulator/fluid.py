@@ -78,7 +78,8 @@ def _fluid_kernel(arrivals, n_total, n_eff, ctab, f_tab, h_tab, s_q, params, cou
         rho = min(a / mu, rho_max)
         x = rho / rho_max * (n_c - 1)
         ic = min(int(x), n_c - 2)
-        c_wait = ctab[ic] + (ctab[ic + 1] - ctab[ic]) * (x - ic)
+        c0 = _ctab_at(ctab, n_eff, rho_max, ic)
+        c_wait = c0 + (_ctab_at(ctab, n_eff, rho_max, ic + 1) - c0) * (x - ic)
         theta = scv_factor * mean_s / (n_eff * (1.0 - rho))
         if state[_PEND] > 0.0:  # held arrivals: at the head of the backlog from now on
             pend = state[_PEND]
@@ -157,14 +158,46 @@ def _sample(weight, d_lo, d_hi, c_wait, theta, s_q, n_q, n_samples, counts, stat
     state[_G] = g
 
 
-def erlang_c_table(servers: int, rho_max: float, points: int = 2049) -> np.ndarray:
-    """P(wait > 0) in M/M/servers on a utilization grid over [0, rho_max] (Erlang B recursion)."""
-    rho = np.linspace(0.0, rho_max, points)
-    a = rho * servers
-    b = np.ones(points)
+@njit(cache=True)
+def _erlang_c_point(servers, rho):
+    """P(wait > 0) in M/M/servers at utilization rho (Erlang B recursion, 1/B form)."""
+    if rho <= 0.0:
+        return 0.0
+    inv_a = 1.0 / (rho * servers)
+    x = 1.0  # 1 / B_k
     for k in range(1, servers + 1):
-        b = a * b / (k + a * b)
+        x = 1.0 + k * inv_a * x
+        if x > 1e300:
+            return 0.0
+    b = 1.0 / x
     return b / (1.0 - rho + rho * b)
+
+
+@njit(cache=True)
+def _ctab_at(ctab, servers, rho_max, i):
+    """Entry i of a lazily filled Erlang C table (NaN = not computed yet)."""
+    v = ctab[i]
+    if v != v:
+        v = _erlang_c_point(servers, rho_max * i / (ctab.shape[0] - 1))
+        ctab[i] = v
+    return v
+
+
+def erlang_c_table(servers: int, rho_max: float, points: int = 2049) -> np.ndarray:
+    """P(wait > 0) in M/M/servers on a utilization grid over [0, rho_max], filled lazily.
+
+    Entries are NaN until the kernel first needs them: a table for thousands of servers costs
+    O(servers) per entry, and a replay only ever visits a small part of the grid.
+    """
+    return np.full(points, np.nan)
+
+
+def erlang_c_table_full(servers: int, rho_max: float, points: int = 2049) -> np.ndarray:
+    """The whole table at once (tests and plots)."""
+    tab = erlang_c_table(servers, rho_max, points)
+    for i in range(points):
+        _ctab_at(tab, servers, rho_max, i)
+    return tab
 
 
 class FluidServer:

@@ -93,7 +93,7 @@ class Replay:
     def _setup_policy(self) -> None:
         name, params = self.spec.name, dict(self.spec.params)
         prof, cfg = self.profile, self.cfg
-        max_r = prof.max_replicas if prof.fixed_size else cfg.max_replicas
+        max_r = prof.max_replicas if prof.max_replicas is not None else cfg.max_replicas
         min_r = prof.min_replicas
         self.hpa_cfg: HPAConfig | None = None
         self.predictive: PredictivePolicy | None = None

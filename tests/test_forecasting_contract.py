@@ -51,7 +51,7 @@ def test_no_look_ahead(name):
     other[origin:] = 10 * other[origin:] + 500  # wildly different future
     runs = [
         collect_forecasts(Series(v, STEP_S), lambda: make_forecaster(name), [1, 3], origin - 8,
-                          origin + 4, origin_every_steps=2, refit_every_steps=4, levels=(0.9,))
+                          origin + 4, origin_every_steps=2, refit_every_steps=1000, levels=(0.9,))
         for v in (y, other)
     ]
     (o1, m1, q1), (_, m2, q2) = runs

@@ -70,6 +70,8 @@ def test_llm_bursty_is_bursty_with_heavy_tailed_tokens() -> None:
     per_minute = trace.counts.reshape(-1, 60).sum(axis=1)
     assert per_minute.std() / per_minute.mean() > 0.6  # a Poisson stream at 480/min has 0.05
     out, prompt = trace.output_tokens, trace.prompt_tokens
-    assert np.percentile(out, 99) / np.median(out) > 5
-    assert np.percentile(prompt, 99) / np.median(prompt) > 5
+    # the Azure conversation mix (SOURCE.md quantiles): output p99 / median = 601 / 129 = 4.7,
+    # prompt max / median = 14050 / 1020 = 13.8
+    assert np.percentile(out, 99) / np.median(out) == pytest.approx(601 / 129, rel=0.1)
+    assert prompt.max() / np.median(prompt) > 10
     assert out.min() >= 1 and prompt.min() >= 1
