@@ -76,6 +76,7 @@ def backtest(
 ) -> None:
     """Rolling-origin backtest of forecasters: MASE, pinball loss and q0.9 coverage."""
     from rich.console import Console
+
     from simulator.backtest_cli import backtest_table, run_backtest
 
     if (trace is None) == (workload is None):
@@ -102,7 +103,7 @@ def main() -> None:
         typer.echo("error: aborted", err=True)
         sys.exit(1)
     except typer.TyperException as e:
-        message = getattr(e, "format_message", lambda: str(e))()
+        message = e.format_message() if hasattr(e, "format_message") else str(e)
         typer.echo(f"error: {message.splitlines()[0] if message else type(e).__name__}",
                    err=True)
         sys.exit(2)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from simulator.errors import ProfileError
-from simulator.profiles import AZURE_CONV_MIX, PROFILES, load_profile
+from simulator.profiles import PROFILES, load_profile
 
 N = 400_000
 
