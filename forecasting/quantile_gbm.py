@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Self
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from forecasting.base import DEFAULT_LEVELS, Forecaster
 from forecasting.errors import ForecastError
@@ -63,6 +64,12 @@ class QuantileGBM(Forecaster):
         return np.column_stack(cols)
 
     def fit(self, history: Series) -> Self:
+        # small fits: OpenMP threads cost more in start-up and contention than they save
+        # (7 s vs 0.9 s measured on 2 cores); scoped, restored on exit
+        with threadpool_limits(1):
+            return self._fit(history)
+
+    def _fit(self, history: Series) -> Self:
         from sklearn.ensemble import HistGradientBoostingRegressor
 
         y = observed_values(history)
@@ -103,6 +110,10 @@ class QuantileGBM(Forecaster):
         return self
 
     def predict(self, horizon_steps: int, levels: Sequence[float] = DEFAULT_LEVELS) -> Forecast:
+        with threadpool_limits(1):
+            return self._predict(horizon_steps, levels)
+
+    def _predict(self, horizon_steps: int, levels: Sequence[float]) -> Forecast:
         if horizon_steps < 1:
             raise ForecastError(f"horizon_steps must be >= 1, got {horizon_steps}")
         if self.fallback_ is not None:

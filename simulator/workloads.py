@@ -15,6 +15,11 @@ that runs in about a minute: two days of simulated time at well under 20 M reque
   uniformly in `surge_factor` (5-20x) after a linear ramp of `ramp_s`, holds it for a duration
   drawn uniformly in `surge_duration_s` (2-15 min), then decays exponentially with time
   constant `ramp_s`. Defaults: base 70 req/s mean, 14-17 M requests in 2 days (by seed).
+- `batch-peaks`: a diurnal base (mean `base_rps` 80 req/s) plus a scheduled batch job that
+  every `period_s` (2 h, first at `offset_s` 1 h) multiplies the rate by `factor` (5x) after a
+  `ramp_s` (30 s) ramp, holds it `hold_s` (10 min), then decays with time constant `ramp_s`.
+  Too fast for any reactive scaler (5x in 30 s against a 60 s cold start), but exactly
+  periodic: a forecaster that finds the 2-hour period sees it coming. The `make demo` workload.
 - `llm-bursty`: a per-request trace. An on/off source (exponential ON periods of mean `on_s`,
   OFF of mean `off_s`; the OFF rate is `off_fraction` of the ON rate) modulated by a mild daily
   cycle; arrivals Poisson within each second, placed uniformly. Each request carries prompt and
@@ -113,6 +118,23 @@ def flash_crowd(seed: int = 0, *, duration_s: float = DEFAULT_DURATION_S, base_r
     return _counts_trace("flash-crowd", rng, base * (1.0 + extra), interval_s)
 
 
+def batch_peaks(seed: int = 0, *, duration_s: float = DEFAULT_DURATION_S,
+                base_rps: float = 80.0, interval_s: float = 10.0, daily_amplitude: float = 0.5,
+                weekend_factor: float = 0.7, peak_hour: float = 14.0, noise_sigma: float = 0.08,
+                noise_corr_s: float = 1800.0, period_s: float = 7200.0, offset_s: float = 3600.0,
+                factor: float = 5.0, ramp_s: float = 30.0, hold_s: float = 600.0) -> Trace:
+    """Diurnal base plus a scheduled batch job (see the module docstring)."""
+    rng = np.random.default_rng(seed)
+    base = _diurnal_rate(rng, duration_s, base_rps, interval_s, daily_amplitude, weekend_factor,
+                         peak_hour, noise_sigma, noise_corr_s)
+    mid = (np.arange(base.size) + 0.5) * interval_s
+    x = np.mod(mid - offset_s, period_s)  # seconds since the job's last start
+    up = np.clip(x / ramp_s, 0.0, 1.0)
+    down = np.exp(-np.maximum(x - ramp_s - hold_s, 0.0) / ramp_s)
+    return _counts_trace("batch-peaks", rng, base * (1.0 + (factor - 1.0) * up * down),
+                         interval_s)
+
+
 def llm_bursty(seed: int = 0, *, duration_s: float = DEFAULT_DURATION_S, base_rps: float = 8.0,
                on_s: float = 120.0, off_s: float = 360.0, off_fraction: float = 0.1,
                daily_amplitude: float = 0.3, peak_hour: float = 14.0) -> Trace:
@@ -141,6 +163,7 @@ _GENERATORS: dict[str, Callable[..., Trace]] = {
     "diurnal": diurnal,
     "flash-crowd": flash_crowd,
     "llm-bursty": llm_bursty,
+    "batch-peaks": batch_peaks,
 }
 WORKLOADS: tuple[str, ...] = tuple(_GENERATORS)
 

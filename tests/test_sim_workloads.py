@@ -75,3 +75,16 @@ def test_llm_bursty_is_bursty_with_heavy_tailed_tokens() -> None:
     assert np.percentile(out, 99) / np.median(out) == pytest.approx(601 / 129, rel=0.1)
     assert prompt.max() / np.median(prompt) > 10
     assert out.min() >= 1 and prompt.min() >= 1
+
+
+def test_batch_peaks_repeat_exactly_every_period() -> None:
+    trace = make_workload("batch-peaks", 1, duration_s=DAY)
+    rate = trace.counts / trace.interval_s
+    # the job starts at 1 h and every 2 h after: 5x the base within the 30 s ramp
+    for k in range(11):
+        before = rate[(3600 + k * 7200) // 10 - 6 : (3600 + k * 7200) // 10].mean()
+        during = rate[(3600 + k * 7200) // 10 + 6 : (3600 + k * 7200) // 10 + 60].mean()
+        assert during / before == pytest.approx(5.0, rel=0.25)
+    # outside the jobs there is no surge: 1.5 h after a start the rate is back at the base
+    quiet = rate[(3600 + 5400) // 10 : (3600 + 5400) // 10 + 60].mean()
+    assert quiet < 1.5 * rate[(3600 - 600) // 10 : 3600 // 10].mean()
