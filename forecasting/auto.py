@@ -1,33 +1,52 @@
-"""AutoForecaster: per series and per horizon, the candidate with the lowest recent error. Pure.
+"""AutoForecaster: per series and per horizon, the candidates with the lowest recent loss. Pure.
 
-Rule: at fit, every candidate is backtested on the last ``score_window_s`` of history at a dozen
-anchor horizons (origins every step; the candidates have no fitted parameters, so every error
-is out of sample and the whole backtest is a few vectorized array shifts). Per anchor horizon
-the candidate with the lowest MAE wins; steps between anchors use the nearest anchor's choice.
-The quantiles come from split conformal on the winners' residuals over the same window, with a
-per-horizon choice of score scale: additive, relative to the forecast level, or relative to the
-recent volatility (mean absolute step change), whichever gives the lowest q0.9 pinball loss.
-Candidates: last value, a pull toward the one-day mean, seasonal naive, and seasonal-difference
-and seasonal-ratio corrections of the current level, for every detected period and for 1 d / 7 d.
+Rule: at fit, every candidate is backtested on the last ``score_window_s`` of history (or all
+of it when shorter) at anchor horizons (every step up to 6, then geometric). The candidates
+have no fitted parameters, so every error is out of sample and the backtest is a few
+vectorized array shifts. Per anchor horizon two choices are made on the same origins:
+
+- the body (the mean and the quantiles at levels <= 0.5): the candidate with the lowest MAE;
+- the upper band (levels > 0.5): the (candidate, score scale) pair whose split-conformal band
+  has the lowest mean pinball loss at q0.9 and q0.95, the levels capacity is sized for. A
+  recurring peak (a batch job every 2 h) is missed by the last value but foreseen by a seasonal
+  candidate; MAE alone may still prefer the last value, the upper-level loss does not.
+
+A non-last candidate must beat the last value by ``margin`` (relative) to be chosen, or
+selection noise on a drifting series costs more than it gains. Quantiles are the chosen
+candidate's point plus the empirical quantile of its scores (split conformal), the scores being
+residuals divided by a scale chosen per horizon: 1 (additive), the forecast level (relative),
+or the local volatility (an EWMA of absolute step changes, known at the origin), whichever
+gives the lowest loss. Steps between anchors take the nearest anchor's choices; steps past the
+last anchor widen its offsets by sqrt(h / h_anchor). Refitting (hourly in the live loop)
+recomputes the scores over the trailing window, so residuals of forecasts made since the last
+fit calibrate the next one: the model calibrates itself (``self_calibrating``).
+Candidates: last value, a pull toward the one-day mean, a damped local trend, and per period
+(each detected one and 1 d / 7 d): seasonal naive, seasonal difference and seasonal ratio
+corrections of the current level applied to the sharp (unsmoothed) value one period back, and
+a ratio-corrected mean of the last three periods' values at the target phase.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Self
+from typing import ClassVar, Self
 
 import numpy as np
 
 from forecasting.base import DEFAULT_LEVELS, Forecaster
 from forecasting.errors import ForecastError
-from forecasting.naive import DAY_S, WEEK_S, anchor_horizons, append_filled, observed_values
+from forecasting.naive import DAY_S, WEEK_S, append_filled, observed_values
 from forecasting.seasonality import detect_periods
 from forecasting.types import Forecast, Series
 
-_SMOOTH = 3  # samples averaged where a candidate reads one value of a noisy series
-_VOL_STEPS = 30
+_SMOOTH = 3  # samples averaged where a candidate reads the current level of a noisy series
+_VOL_ALPHA = 2.0 / (30 + 1)  # EWMA weight of the volatility scale (about a 30-step memory)
 _SCALES = ("add", "rel", "vol")
+_UPPER_LEVELS = (0.9, 0.95)  # the upper band is chosen by its loss at these levels
+_UPPER_POOL = 5  # candidates (best by MAE, plus the last value) tried for the upper band
+_TREND_DAMP = 0.9  # per-step damping of the local trend: its reach levels off near 9 steps
+_PROFILE_PERIODS = 3
 
 Point = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
@@ -35,6 +54,12 @@ Point = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 def _ma(c: np.ndarray, t: np.ndarray, k: int) -> np.ndarray:
     """Mean of y[t-k+1..t] from c = cumsum with a leading 0."""
     return (c[t + 1] - c[t + 1 - k]) / k
+
+
+def _damped(h: np.ndarray) -> np.ndarray:
+    """sum_{i=1..h} phi^i: how many steps of trend a damped forecast adds at horizon h."""
+    p = _TREND_DAMP
+    return p * (1.0 - p ** np.asarray(h, dtype=float)) / (1.0 - p)
 
 
 @dataclass(frozen=True)
@@ -47,6 +72,48 @@ class Candidate:
     max_h: int = 10**9
 
 
+def _trend(span: int) -> Candidate:
+    """Level plus a damped slope; slope = difference of the two halves' means of the span."""
+    m = span // 2
+
+    def point(y, c, t, h, m=m):
+        recent, before = _ma(c, t, m), _ma(c, t - m, m)
+        slope = (recent - before) / m
+        # the recent mean lags a ramp by (m - 1) / 2 steps
+        return recent + slope * ((m - 1) / 2.0 + _damped(h))
+
+    return Candidate(f"trend-{span}", span + 1, point)
+
+
+def _seasonal(p: int) -> list[Candidate]:
+    k = _SMOOTH
+
+    def snaive(y, c, t, h, p=p):
+        return y[t + h - p * np.ceil(h / p).astype(int)]
+
+    # the value one period back is read sharp: smoothing it would smear a recurring edge (a
+    # batch job starting within a minute); the level correction is smoothed instead
+    def sdelta(y, c, t, h, p=p, k=k):
+        return y[t + h - p] + _ma(c, t, k) - _ma(c, t - p, k)
+
+    def sratio(y, c, t, h, p=p, k=k):
+        base = np.maximum(_ma(c, t - p, k), 1e-9)
+        return y[t + h - p] * np.clip(_ma(c, t, k) / base, 0.2, 5.0)
+
+    def sprofile(y, c, t, h, p=p, k=k, j=_PROFILE_PERIODS):
+        # averaging over periods, not over time, cuts the noise without blurring the shape
+        ref = sum(y[t + h - i * p] for i in range(1, j + 1)) / j
+        base = sum(_ma(c, t - i * p, k) for i in range(1, j + 1)) / j
+        return ref * np.clip(_ma(c, t, k) / np.maximum(base, 1e-9), 0.2, 5.0)
+
+    return [
+        Candidate(f"snaive-{p}", p, snaive),
+        Candidate(f"sdelta-{p}", p + k, sdelta, p),
+        Candidate(f"sratio-{p}", p + k, sratio, p),
+        Candidate(f"sprofile-{p}", _PROFILE_PERIODS * p + k, sprofile, p),
+    ]
+
+
 def _candidates(periods_steps: Sequence[int], day_steps: int) -> list[Candidate]:
     out = [
         Candidate("last", 1, lambda y, c, t, h: y[t]),
@@ -55,44 +122,57 @@ def _candidates(periods_steps: Sequence[int], day_steps: int) -> list[Candidate]
             day_steps,
             lambda y, c, t, h: 0.85 * y[t] + 0.15 * _ma(c, t, day_steps),
         ),
+        _trend(10),
+        _trend(30),
     ]
     for p in periods_steps:
-        k = _SMOOTH
-
-        def snaive(y, c, t, h, p=p):
-            return y[t + h - p * np.ceil(h / p).astype(int)]
-
-        def sdelta(y, c, t, h, p=p, k=k):
-            return _ma(c, t, k) + _ma(c, t + h - p, k) - _ma(c, t - p, k)
-
-        def sratio(y, c, t, h, p=p, k=k):
-            base = np.maximum(_ma(c, t - p, k), 1e-9)
-            return _ma(c, t, k) * np.clip(_ma(c, t + h - p, k) / base, 0.2, 5.0)
-
-        out += [
-            Candidate(f"snaive-{p}", p, snaive),
-            Candidate(f"sdelta-{p}", p + k, sdelta, p),
-            Candidate(f"sratio-{p}", p + k, sratio, p),
-        ]
+        out += _seasonal(p)
     return out
 
 
+def _ewma_vol(y: np.ndarray) -> np.ndarray:
+    """vol[t]: EWMA of |y[i] - y[i-1]| over i <= t (known at origin t); vol[0] = 0."""
+    d = np.abs(np.diff(y, prepend=y[:1]))
+    # a first-order recursion, vectorized: v_t = sum_i a (1-a)^(t-i) d_i
+    a = _VOL_ALPHA
+    out = np.empty_like(d)
+    acc = 0.0
+    # chunks keep the geometric weights inside floating-point range
+    for s in range(0, d.size, 512):
+        seg = d[s : s + 512]
+        w = (1.0 - a) ** np.arange(seg.size)
+        acc_seg = np.cumsum(seg / w) * w * a + acc * (1.0 - a) * w
+        out[s : s + seg.size] = acc_seg
+        acc = float(acc_seg[-1])
+    return out
+
+
+@dataclass(frozen=True)
+class _Choice:
+    """A candidate, a score scale and the sorted scores of its band at one anchor horizon."""
+
+    cand: Candidate
+    scale: str
+    scores: np.ndarray
+
+
 class AutoForecaster(Forecaster):
-    """Picks, per horizon, the candidate with the lowest recent MAE (see module docstring).
+    """Per horizon: body by MAE, upper band by pinball loss (see the module docstring).
 
     score_window_s: history span whose origins score the candidates and calibrate quantiles.
     max_horizon_steps: farthest anchor horizon scored at fit; beyond it the last anchor's
         choice and offsets (widened by sqrt(h / h_anchor)) apply.
-    margin: relative MAE by which a candidate must beat the last value to be chosen over it.
+    margin: relative loss by which a candidate must beat the last value to be chosen over it.
     """
 
     name = "auto"
+    self_calibrating: ClassVar[bool] = True
 
     def __init__(
         self,
         score_window_s: float = 3 * DAY_S,
         max_horizon_steps: int = 120,
-            margin: float = 0.05,
+        margin: float = 0.05,
     ) -> None:
         self.score_window_s = score_window_s
         self.max_horizon_steps = max_horizon_steps
@@ -107,100 +187,136 @@ class AutoForecaster(Forecaster):
         self.periods_s_ = detected
         periods = {int(round(p / step)) for p in (*detected, DAY_S, WEEK_S)}
         usable = [p for p in sorted(periods) if p >= 2 and y.size > p + _SMOOTH]
-        cands = [c for c in _candidates(usable, day) if y.size > c.lookback]
+        cands = [c for c in _candidates(usable, day) if y.size > c.lookback + _SMOOTH]
         if not cands or cands[0].name != "last":
             cands.insert(0, _candidates([], day)[0])
+        self._floor = max(1e-9, 0.05 * float(np.mean(np.abs(y[-day:]))))
         self._select(y, cands, step)
-        self._keep = max(c.lookback for c in self.chosen_) + _VOL_STEPS + 2
+        used = [ch.cand for ch in (*self.body_, *self.upper_)]
+        self._keep = max(c.lookback for c in used) + _SMOOTH + 1
         self.values_ = y[-self._keep :]
+        self._vol = float(_ewma_vol(y)[-1])
         self.origin_s_ = float(history.end_s)
-        self._floor = max(1e-9, 0.05 * float(np.mean(np.abs(y[-self._keep :]))))
         self._cache: dict[tuple[int, tuple[float, ...]], tuple] = {}
         return self
 
+    @property
+    def chosen_(self) -> list[Candidate]:
+        """The body candidate per anchor horizon (what the mean follows)."""
+        return [ch.cand for ch in self.body_]
+
+    def _scales(self, f: np.ndarray, vol: np.ndarray) -> dict[str, np.ndarray]:
+        return {"add": np.ones_like(f), "rel": np.maximum(np.abs(f), self._floor), "vol": vol}
+
     def _select(self, y: np.ndarray, cands: list[Candidate], step: float) -> None:
-        n, w = y.size, max(2, int(self.score_window_s / step))
+        n = y.size
         c = np.concatenate(([0.0], np.cumsum(y)))
-        ad = np.concatenate(([0.0, 0.0], np.cumsum(np.abs(np.diff(y)))))
-        floor = max(1e-9, 0.05 * float(np.mean(np.abs(y))))
-        self.anchors_ = anchor_horizons(min(self.max_horizon_steps, max(1, n // 4)))
-        self.chosen_, self.scale_kind_, self.scores_ = [], [], []
+        vol_all = _ewma_vol(y) + 0.1 * self._floor
+        top = min(self.max_horizon_steps, max(1, n // 4))
+        geo = np.round(np.geomspace(1, top, 10)).astype(int)
+        self.anchors_ = np.unique(np.concatenate((np.arange(1, min(6, top) + 1), geo)))
+        self.body_: list[_Choice] = []
+        self.upper_: list[_Choice] = []
         for h in self.anchors_:
-            best, best_err, best_f, t_best = cands[0], np.inf, None, None
+            w = max(2, min(int(self.score_window_s / step), n - h - 1 - _SMOOTH))
             # every candidate is scored on the same origins (one judged on fewer cases could
             # win by luck); those that cannot reach back over half the window sit out
             fits = [k for k in cands if k.lookback + _SMOOTH <= n - h - w // 2 and h <= k.max_h]
-            start = max([n - h - w, _VOL_STEPS] + [k.lookback + _SMOOTH for k in fits])
-            start = min(start, max(0, n - h - 2))
-            t = np.arange(start, n - h)
-            for cand in fits if t.size >= 2 else []:
-                f = cand.point(y, c, t, np.full(t.size, h))
-                err = float(np.mean(np.abs(y[t + h] - f)))
-                if cand.name != "last":
-                    # the last value is the robust default: another rule must beat it clearly,
-                    # or selection noise on a drifting series costs more than it gains
-                    err = err / (1.0 - self.margin)
-                if err < best_err:
-                    best, best_err, best_f, t_best = cand, err, f, t
-            self.chosen_.append(best)
-            if best_f is None:  # history too short to score anything: last value, no spread
-                self.scale_kind_.append("add")
-                self.scores_.append(np.zeros(1))
+            start = max([n - h - w, _SMOOTH] + [k.lookback + _SMOOTH for k in fits])
+            t = np.arange(min(start, max(0, n - h - 2)), n - h)
+            if t.size < 2 or not fits:  # too short to score anything: last value, no spread
+                self.body_.append(_Choice(cands[0], "add", np.zeros(1)))
+                self.upper_.append(_Choice(cands[0], "add", np.zeros(1)))
                 continue
-            r = y[t_best + h] - best_f
-            tv = np.maximum(t_best, _VOL_STEPS)
-            vol = (ad[tv + 1] - ad[tv + 1 - _VOL_STEPS]) / _VOL_STEPS + floor * 0.1
-            scales = {"add": np.ones_like(r), "rel": np.maximum(np.abs(best_f), floor), "vol": vol}
-            kind = min(_SCALES, key=lambda k: _pinball90(r / scales[k], scales[k]))
-            self.scale_kind_.append(kind)
-            self.scores_.append(r / scales[kind])
+            hh = np.full(t.size, h)
+            actual = y[t + h]
+            vol = vol_all[t]
+            scored = []
+            for cand in fits:
+                f = cand.point(y, c, t, hh)
+                err = float(np.mean(np.abs(actual - f)))
+                scored.append((err if cand.name == "last" else err / (1.0 - self.margin), cand, f))
+            scored.sort(key=lambda e: e[0])
+            pool = scored[:_UPPER_POOL] + [e for e in scored[_UPPER_POOL:] if e[1].name == "last"]
+            best_body, best_upper = None, None
+            for rank, (_, cand, f) in enumerate(pool):
+                r = actual - f
+                for kind, s in self._scales(f, vol).items():
+                    z = r / s
+                    qs = np.quantile(z, (0.1, *_UPPER_LEVELS))
+                    body_loss = _pinball(z, qs[0], 0.1, s)
+                    up_loss = sum(_pinball(z, q, lv, s) for q, lv in zip(qs[1:], _UPPER_LEVELS))
+                    if cand.name != "last":
+                        up_loss /= 1.0 - self.margin
+                    if rank == 0 and (best_body is None or body_loss < best_body[0]):
+                        best_body = (body_loss, cand, kind, z)
+                    if best_upper is None or up_loss < best_upper[0]:
+                        best_upper = (up_loss, cand, kind, z)
+            for out, (_, cand, kind, z) in ((self.body_, best_body), (self.upper_, best_upper)):
+                out.append(_Choice(cand, kind, np.sort(z)))
 
     def update(self, values: np.ndarray) -> Self:
         v = np.asarray(values, dtype=float).ravel()
+        prev = self.values_[-1]
         self.values_ = append_filled(self.values_, v, self._keep)
+        for d in np.abs(np.diff(self.values_[-v.size - 1 :])) if v.size else ():
+            self._vol += _VOL_ALPHA * (float(d) - self._vol)
+        del prev
         self.origin_s_ += v.size * self.step_s_
         return self
 
     def _plan(self, horizon_steps: int, levels: tuple[float, ...]) -> tuple:
-        """Per step: chosen candidate index, scale kind index, quantile offsets (cached)."""
+        """Per step and band: candidate groups, scale kinds and quantile offsets (cached)."""
         key = (horizon_steps, levels)
         if key not in self._cache:
             hs = np.arange(1, horizon_steps + 1)
             a = self.anchors_
             nearest = np.abs(hs[:, None] - a[None, :]).argmin(axis=1)
-            table = np.array([np.quantile(s, levels) for s in self.scores_])  # anchors x levels
             grow = np.sqrt(np.maximum(hs / a[-1], 1.0))
-            off = np.stack([np.interp(hs, a, table[:, j]) * grow for j in range(len(levels))])
-            off = np.maximum.accumulate(off, axis=0)
-            kinds = np.array([_SCALES.index(self.scale_kind_[i]) for i in nearest])
-            groups = {}
-            for i, cand in enumerate(self.chosen_):
-                groups.setdefault(cand.name, (cand, []))[1].extend(np.flatnonzero(nearest == i))
-            plan = [(cand, np.array(sorted(ix))) for cand, ix in groups.values() if ix]
-            self._cache[key] = (plan, kinds, off)
+            upper = np.array([lv > 0.5 for lv in levels])
+            bands = []
+            for choices in (self.body_, self.upper_):
+                table = np.array([np.quantile(ch.scores, levels) for ch in choices])
+                off = (table[nearest] * grow[:, None]).T  # levels x steps
+                kinds = np.array([_SCALES.index(choices[i].scale) for i in nearest])
+                groups: dict[str, tuple[Candidate, list[int]]] = {}
+                for i, ch in enumerate(choices):
+                    groups.setdefault(ch.cand.name, (ch.cand, []))[1].extend(np.flatnonzero(nearest == i))
+                plan = [(cand, np.array(sorted(ix))) for cand, ix in groups.values() if ix]
+                bands.append((plan, kinds, off))
+            self._cache[key] = (bands, upper)
         return self._cache[key]
+
+    def _points(self, plan: list, horizon_steps: int) -> np.ndarray:
+        y = self.values_
+        c = np.concatenate(([0.0], np.cumsum(y)))
+        t_last = y.size - 1
+        out = np.empty(horizon_steps)
+        for cand, ix in plan:
+            h = ix + 1
+            out[ix] = cand.point(y, c, np.full(h.size, t_last), h)
+        return np.maximum(out, 0.0)
 
     def predict(self, horizon_steps: int, levels: Sequence[float] = DEFAULT_LEVELS) -> Forecast:
         if horizon_steps < 1:
             raise ForecastError(f"horizon_steps must be >= 1, got {horizon_steps}")
         lv = tuple(sorted(float(q) for q in levels))
-        plan, kinds, off = self._plan(horizon_steps, lv)
-        y = self.values_
-        c = np.concatenate(([0.0], np.cumsum(y)))
-        t_last = y.size - 1
-        mean = np.empty(horizon_steps)
-        for cand, ix in plan:
-            h = ix + 1
-            mean[ix] = cand.point(y, c, np.full(h.size, t_last), h)
-        mean = np.maximum(mean, 0.0)
-        d = np.abs(np.diff(y[-_VOL_STEPS - 1 :]))
-        vol = (float(np.mean(d)) if d.size else 0.0) + self._floor * 0.1
-        scale = np.choose(kinds, (np.ones(horizon_steps), np.maximum(mean, self._floor), np.full(horizon_steps, vol)))
-        q = np.maximum(mean + off * scale, 0.0)
+        bands, upper = self._plan(horizon_steps, lv)
+        vol = self._vol + 0.1 * self._floor
+        rows = []
+        mean = None
+        for plan, kinds, off in bands:
+            point = self._points(plan, horizon_steps)
+            mean = point if mean is None else mean
+            scale = np.choose(kinds, (np.ones(horizon_steps), np.maximum(point, self._floor),
+                                      np.full(horizon_steps, vol)))
+            rows.append(point + off * scale)
+        q = np.where(upper[:, None], rows[1], rows[0])
+        q = np.maximum.accumulate(np.maximum(q, 0.0), axis=0)
         return Forecast(self.origin_s_, self.step_s_, mean, {lvl: q[i] for i, lvl in enumerate(lv)}, self.name)
 
 
-def _pinball90(scores: np.ndarray, scale: np.ndarray) -> float:
-    """q0.9 pinball loss (in the series' units) of the conformal band built from `scores`."""
-    d = (scores - np.quantile(scores, 0.9)) * scale
-    return float(np.mean(np.maximum(0.9 * d, -0.1 * d)))
+def _pinball(z: np.ndarray, q: float, level: float, scale: np.ndarray) -> float:
+    """Pinball loss (in the series' units) at `level` of the band `point + q * scale`."""
+    d = (z - q) * scale
+    return float(np.mean(np.maximum(level * d, (level - 1.0) * d)))

@@ -18,7 +18,7 @@ import numpy as np
 from simulator.engine import Engine
 
 
-@dataclass
+@dataclass(eq=False)  # identity: pods are removed from lists by identity, not by value
 class Pod:
     """One replica. ready_at_s is when it will be (or became) Ready."""
 

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from policies.capacity import min_servers_for_slo
 from policies.registry import PolicySpec, parse_policy_spec
-from simulator.arrivals import counts_per_second
 from simulator.errors import SimulatorError
+from simulator.oracle_need import need_fast, need_request_level
 from simulator.profiles import Profile, load_profile
 from simulator.replay import Replay, ReplayConfig
 from simulator.results import Comparison, PolicyResult
@@ -79,30 +78,6 @@ def choose_fidelity(requested: str | None, n_requests: float) -> str:
     return requested
 
 
-def oracle_need(view: WorkloadView, interval_s: float, max_miss: float,
-                max_replicas: int) -> np.ndarray:
-    """Fewest replicas meeting the SLO in every interval, from the TRUE demand.
-
-    Each interval is sized for its busiest second (the arrivals the oracle knows), with the
-    same M/M/c wait model the predictive policy uses; this is the oracle's privilege.
-    """
-    per_s = counts_per_second(view.trace, view.start_s, view.end_s)
-    k = int(round(interval_s))
-    n = int(np.ceil(per_s.size / k))
-    padded = np.zeros(n * k)
-    padded[: per_s.size] = per_s
-    peak = padded.reshape(n, k).max(axis=1)
-    prof = view.profile
-    cache: dict[float, int] = {}
-    need = np.empty(n, dtype=np.int64)
-    for i, rate in enumerate(np.round(peak, 1)):
-        if rate not in cache:
-            cache[rate] = min_servers_for_slo(float(rate), prof.service_mean_s, prof.slots,
-                                              view.wait_budget_s, max_miss)
-        need[i] = cache[rate]
-    return np.clip(need, max(1, prof.min_replicas), max_replicas)
-
-
 def default_max_replicas(view: WorkloadView) -> int:
     """The profile's max, else room for twice the replay's busiest minute at full utilization
     (at least 10)."""
@@ -133,9 +108,13 @@ def run_comparison(request: SimulationRequest, progress: bool = False
                           fidelity=fidelity, routing=request.routing,
                           max_replicas=default_max_replicas(view))
     oracle_spec = next((s for s in specs if s.name == "oracle"), PolicySpec("oracle"))
-    need = oracle_need(view, config.tick_s, float(oracle_spec.params.get("max_miss",
-                                                                         config.max_miss)),
-                       config.max_replicas)
+    max_miss = float(oracle_spec.params.get("max_miss", config.max_miss))
+    if fidelity == "fast":
+        need = need_fast(view, config.tick_s, max_miss, config.max_replicas, config.routing)
+    else:
+        need = need_request_level(view, config.tick_s, max_miss, config.max_replicas,
+                                  config.seed, config.routing)
+    need = np.maximum(need, view.profile.min_replicas)
     results: list[PolicyResult] = []
     oracle: PolicyResult | None = None
     run_specs = specs if any(s.name == "oracle" for s in specs) else [*specs, oracle_spec]

@@ -20,6 +20,7 @@ when capacity appears (never when it does not: they count as misses). Pure, dete
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -255,6 +256,18 @@ class FluidServer:
                       self._f_tab, self._h_tab, self._s_q, self._params, self.histogram.counts,
                       self._state)  # fmt: skip
         return float(self._state[_B])
+
+    def fork(self) -> FluidServer:
+        """A copy for what-if trials: same tables, own state, a scratch latency histogram."""
+        other = copy.copy(self)
+        other._state = self._state.copy()
+        other.histogram = LatencyHistogram(estimated=True)
+        return other
+
+    @property
+    def f_slo(self) -> float:
+        """Share of requests whose SLO-counted service alone fits the SLO (no wait)."""
+        return float(self._f_tab[-1])
 
     @property
     def backlog(self) -> float:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -66,13 +66,13 @@ class Replay:
         self.view, self.spec, self.cfg = view, spec, config
         self.profile = view.profile
         self.engine = Engine(config.start_s, before_event=self._advance)
-        seeds = np.random.SeedSequence(config.seed).spawn(3)
         self.cluster = Cluster(self.engine,
                                cold_start_stream(self.profile.sample_cold_start_s,
-                                                 np.random.default_rng(seeds[0])),
+                                                 np.random.default_rng(cold_start_seed(
+                                                     config.seed))),
                                self._on_ready, self._on_delete)
         self.serving: Serving = (FastServing(view, config) if config.fidelity == "fast"
-                                 else RequestServing(view, config, seeds[1]))
+                                 else RequestServing(view, config, config.seed))
         self.store = ScrapeStore(config.pipeline, config.start_s, config.duration_s)
         self.history = view.new_history()
         self._rid: dict[int, int] = {}
@@ -261,8 +261,7 @@ class Replay:
         need = self._oracle_need
         assert need is not None
         draws = self.profile.sample_cold_start_s(
-            np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(3)[2]),
-            int(need.sum()) + 16)
+            np.random.default_rng(cold_start_seed(cfg.seed)), int(need.sum()) + 16)
         plan = plan_pods(need, cfg.tick_s, cfg.start_s, draws)
         for planned in plan:
             created = max(planned.created_s, cfg.start_s)
@@ -297,5 +296,6 @@ class Replay:
         return res
 
 
-def with_params(spec: PolicySpec, **params: Any) -> PolicySpec:
-    return replace(spec, params={**params, **spec.params})
+def cold_start_seed(seed: int) -> np.random.SeedSequence:
+    """Seed of the cold-start draws: every policy and the oracle get the same sequence."""
+    return np.random.SeedSequence([seed, 2])

@@ -55,16 +55,17 @@ class _HistogramMixin:
         return x[keep] * 1e3, y[keep]
 
 
-class RequestServing(_HistogramMixin):
-    """Every request queued and served; latency measured per request."""
+def serving_seeds(seed: int) -> tuple[np.random.SeedSequence, ...]:
+    """(arrivals, service, routing) seeds of a replay: every policy and the oracle share them."""
+    return tuple(np.random.SeedSequence([seed, 1]).spawn(3))
 
-    def __init__(self, view: WorkloadView, config: ReplayConfig,
-                 seed: np.random.SeedSequence) -> None:
-        arrivals_seed, service_seed, routing_seed = seed.spawn(3)
+
+class RequestStream:
+    """The replay's requests in time order: arrival, slot occupancy and SLO-counted service."""
+
+    def __init__(self, view: WorkloadView, arrivals_seed: np.random.SeedSequence,
+                 service_seed: np.random.SeedSequence) -> None:
         self.view = view
-        self.slo_s = view.slo_s
-        self.server = RequestServer(view.profile.slots, config.routing,
-                                    int(routing_seed.generate_state(1)[0]))
         self._chunks = iter_arrival_chunks(view.trace, view.start_s, view.end_s,
                                            np.random.default_rng(arrivals_seed), CHUNK_S)
         self._service_rng = np.random.default_rng(service_seed)
@@ -74,24 +75,7 @@ class RequestServing(_HistogramMixin):
         empty = np.zeros(0)
         self._arr, self._occ, self._slo = empty, empty, empty
         self._pos = 0
-        self._held = (empty, empty, empty)
         self._exhausted = False
-        self.arrived = 0.0
-        self.within_slo = 0.0
-        self.hist = LatencyHistogram()
-        self._routable = 0
-
-    @property
-    def busy_slot_s(self) -> float:
-        return float(self.server.work_started_s.sum())
-
-    def add_replica(self, now_s: float) -> int:
-        self._routable += 1
-        return self.server.add_replica(now_s)
-
-    def remove_replica(self, rid: int, now_s: float) -> None:
-        self._routable -= 1
-        self.server.remove_replica(rid, now_s)
 
     def _refill(self) -> bool:
         if self._exhausted:
@@ -114,8 +98,8 @@ class RequestServing(_HistogramMixin):
         self._pos = 0
         return True
 
-    def _take(self, t1_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Arrivals before t1_s with their occupancy and SLO-counted service."""
+    def take(self, t1_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The requests arriving before t1_s not taken yet."""
         while (self._pos >= len(self._arr) or self._arr[-1] < t1_s) and self._refill():
             pass
         j = int(np.searchsorted(self._arr, t1_s, "left"))
@@ -123,8 +107,37 @@ class RequestServing(_HistogramMixin):
         self._pos = j
         return self._arr[sl], self._occ[sl], self._slo[sl]
 
+
+class RequestServing(_HistogramMixin):
+    """Every request queued and served; latency measured per request."""
+
+    def __init__(self, view: WorkloadView, config: ReplayConfig, seed: int) -> None:
+        arrivals_seed, service_seed, routing_seed = serving_seeds(seed)
+        self.slo_s = view.slo_s
+        self.server = RequestServer(view.profile.slots, config.routing,
+                                    int(routing_seed.generate_state(1)[0]))
+        self.stream = RequestStream(view, arrivals_seed, service_seed)
+        empty = np.zeros(0)
+        self._held = (empty, empty, empty)
+        self.arrived = 0.0
+        self.within_slo = 0.0
+        self.hist = LatencyHistogram()
+        self._routable = 0
+
+    @property
+    def busy_slot_s(self) -> float:
+        return float(self.server.work_started_s.sum())
+
+    def add_replica(self, now_s: float) -> int:
+        self._routable += 1
+        return self.server.add_replica(now_s)
+
+    def remove_replica(self, rid: int, now_s: float) -> None:
+        self._routable -= 1
+        self.server.remove_replica(rid, now_s)
+
     def advance(self, t0_s: float, t1_s: float) -> None:
-        arr, occ, slo = self._take(t1_s)
+        arr, occ, slo = self.stream.take(t1_s)
         self.arrived += len(arr)
         if self._held[0].size:
             arr, occ, slo = (np.concatenate([h, x]) for h, x in zip(self._held, (arr, occ, slo),

@@ -26,6 +26,8 @@ Contract with the engine:
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 from numba import njit
 
@@ -240,6 +242,15 @@ class RequestServer:
             if i == n:
                 return start, rid
             self._out_heap = _widen(self._out_heap)
+
+    def copy(self) -> RequestServer:
+        """An independent copy of the whole state (what-if trials, e.g. the oracle's search)."""
+        other = copy.copy(self)
+        for name in ("_slot_heap", "_out_heap", "_out_size", "_work", "_last_finish",
+                     "_routable_mask", "_routable_ids"):
+            setattr(other, name, getattr(self, name).copy())
+        other._rng = copy.deepcopy(self._rng)
+        return other
 
     # state for metrics ---------------------------------------------------------------------
     @property

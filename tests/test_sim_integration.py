@@ -167,9 +167,10 @@ def test_no_policy_matching_the_oracle_costs_less(traces: Path, name, profile, s
 
 
 # ------------------------------------------------------------------------------- determinism
-def _summary(seed: int, policies: tuple[str, ...]) -> str:
+def _summary(seed: int, policies: tuple[str, ...], trace: Path | None = None) -> str:
     comparison, _ = run_comparison(SimulationRequest(
-        workload="flash-crowd", duration_s=3 * 3600.0, seed=seed, policies=policies))
+        trace=trace, workload=None if trace else "flash-crowd", duration_s=3 * 3600.0,
+        seed=seed, policies=policies))
     doc = comparison.to_json()
     doc["oracle"] = comparison.oracle.summary()
     return json.dumps(doc, sort_keys=True, default=float)
@@ -183,3 +184,16 @@ def test_same_seed_same_results_other_seed_other_results(policies):
     first = _summary(0, policies)
     assert _summary(0, policies) == first
     assert _summary(1, policies) != first
+
+
+def test_the_seed_reaches_the_simulator_not_only_the_workload(tmp_path):
+    """On a fixed recorded trace only the simulator's draws (arrival placement, service and
+    cold start times) depend on the seed."""
+    rng = np.random.default_rng(3)
+    counts = rng.poisson(150 * 60 * (1 + 0.5 * np.sin(np.arange(240) / 30)))
+    path = tmp_path / "series.csv"
+    path.write_text("timestamp_s,requests\n"
+                    + "".join(f"{60 * i},{c}\n" for i, c in enumerate(counts)))
+    first = _summary(0, ("hpa", "oracle"), path)
+    assert _summary(0, ("hpa", "oracle"), path) == first
+    assert _summary(5, ("hpa", "oracle"), path) != first
