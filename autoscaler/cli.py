@@ -37,6 +37,7 @@ def simulate(
     seed: Annotated[int, typer.Option(help="seed of every random draw")] = 0,
     fidelity: Annotated[str | None, typer.Option(help="request | fast (default: request below 20 M requests)")] = None,
     routing: Annotated[str, typer.Option(help="lor (least outstanding) | random | central")] = "lor",
+    pod_mtbf_h: Annotated[float | None, typer.Option(help="mean hours between pod failures (default: none)")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="write results as JSON")] = None,
     report: Annotated[Path | None, typer.Option(help="write PNG plots and index.html here")] = None,
 ) -> None:
@@ -52,7 +53,7 @@ def simulate(
         request = SimulationRequest(
             trace=trace, workload=workload, profile=profile, policies=policy or [],
             slo_ms=slo_ms, start_s=start, duration_s=duration, rate_scale=rate_scale,
-            seed=seed, fidelity=fidelity, routing=routing)
+            seed=seed, fidelity=fidelity, routing=routing, pod_mtbf_h=pod_mtbf_h)
         comparison, capacity_rps = run_comparison(request, progress=sys.stderr.isatty())
     except USER_ERRORS as e:
         fail(str(e).splitlines()[0] if str(e) else type(e).__name__)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Self
 
 import numpy as np
+from scipy.signal import lfilter
 
 from forecasting.base import DEFAULT_LEVELS, Forecaster
 from forecasting.errors import ForecastError
@@ -133,18 +134,7 @@ def _candidates(periods_steps: Sequence[int], day_steps: int) -> list[Candidate]
 def _ewma_vol(y: np.ndarray) -> np.ndarray:
     """vol[t]: EWMA of |y[i] - y[i-1]| over i <= t (known at origin t); vol[0] = 0."""
     d = np.abs(np.diff(y, prepend=y[:1]))
-    # a first-order recursion, vectorized: v_t = sum_i a (1-a)^(t-i) d_i
-    a = _VOL_ALPHA
-    out = np.empty_like(d)
-    acc = 0.0
-    # chunks keep the geometric weights inside floating-point range
-    for s in range(0, d.size, 512):
-        seg = d[s : s + 512]
-        w = (1.0 - a) ** np.arange(seg.size)
-        acc_seg = np.cumsum(seg / w) * w * a + acc * (1.0 - a) * w
-        out[s : s + seg.size] = acc_seg
-        acc = float(acc_seg[-1])
-    return out
+    return lfilter([_VOL_ALPHA], [1.0, _VOL_ALPHA - 1.0], d)
 
 
 @dataclass(frozen=True)
@@ -257,11 +247,9 @@ class AutoForecaster(Forecaster):
 
     def update(self, values: np.ndarray) -> Self:
         v = np.asarray(values, dtype=float).ravel()
-        prev = self.values_[-1]
         self.values_ = append_filled(self.values_, v, self._keep)
         for d in np.abs(np.diff(self.values_[-v.size - 1 :])) if v.size else ():
             self._vol += _VOL_ALPHA * (float(d) - self._vol)
-        del prev
         self.origin_s_ += v.size * self.step_s_
         return self
 

@@ -3,8 +3,12 @@
 Rule: ``observe(values, now_s)`` appends newly observed samples (at the series step) to a
 bounded history; ``forecast(now_s, horizon_steps)`` refits the model when ``refit_every_s``
 of caller time has passed since the last fit (or none exists yet), and otherwise rolls the
-fitted model forward with ``update()`` on the samples observed since. Forecast quantiles pass
-through the online conformal calibrator. A fit that raises keeps the previous model, and
+fitted model forward with ``update()`` on the samples observed since. A model that calibrates
+its own quantiles (class attribute ``self_calibrating = True``: split conformal on its trailing
+residuals, recomputed at every refit, so residuals of forecasts made since the last fit are
+used at the next) is used as it is; any other model's quantiles pass through the online
+conformal calibrator, which scores every forecast as its actuals arrive and keeps its scores
+across refits. Calibrating twice would widen the band for the first calibrator's own noise. A fit that raises keeps the previous model, and
 ``last_failure`` says why, so the policy can hold; with no model at all ``forecast`` returns
 None. Time only enters as ``now_s`` arguments.
 """
@@ -25,7 +29,8 @@ class OnlineForecaster:
     """model: registry name or factory; step_s: series step; window_s: history kept for fits.
 
     refit_every_s: refit cadence in seconds of caller time (default 3600).
-    levels: quantile levels produced. calibrate: wrap the model in ConformalForecaster.
+    levels: quantile levels produced. calibrate: wrap the model in ConformalForecaster unless
+        it calibrates itself (see the module docstring).
     """
 
     def __init__(
@@ -96,7 +101,7 @@ class OnlineForecaster:
         wrapper = self._model if isinstance(self._model, ConformalForecaster) else None
         old_base = wrapper.base if wrapper is not None else None
         try:
-            if not self.calibrate:
+            if not self.calibrate or getattr(fresh, "self_calibrating", False):
                 candidate = fresh.fit(history)
             elif wrapper is not None:  # keep the calibration scores across refits
                 wrapper.base = fresh

@@ -27,6 +27,7 @@ class Pod:
     ready_at_s: float
     ready: bool = False
     deleted_s: float | None = None
+    replaced_by: Pod | None = None  # the ReplicaSet's replacement after a failure
 
 
 class Cluster:
@@ -34,8 +35,11 @@ class Cluster:
 
     def __init__(self, engine: Engine, cold_start_s: Callable[[], float],
                  on_ready: Callable[[Pod, float], None],
-                 on_delete: Callable[[Pod, float], None]) -> None:
+                 on_delete: Callable[[Pod, float], None],
+                 time_to_failure_s: Callable[[], float] | None = None) -> None:
         self._engine = engine
+        self._time_to_failure_s = time_to_failure_s
+        self.failures = 0
         self._cold_start_s = cold_start_s
         self._on_ready = on_ready
         self._on_delete = on_delete
@@ -70,6 +74,7 @@ class Cluster:
             pod = self._new_pod(now_s, now_s)
             self._mark_ready(pod)
             self._on_ready(pod, now_s)
+            self._arm_failure(pod)
         self.spec_replicas = len(self.pods)
         self._record(now_s)
 
@@ -99,7 +104,11 @@ class Cluster:
         return pod
 
     def delete(self, pod: Pod, now_s: float) -> None:
-        """Delete one given pod (used by the oracle's plan)."""
+        """Delete one given pod (used by the oracle's plan), or the pod that replaced it."""
+        while pod.deleted_s is not None and pod.replaced_by is not None:
+            pod = pod.replaced_by
+        if pod.deleted_s is not None:
+            return
         self._delete(pod, now_s)
         self.spec_replicas = len(self.pods)
         self._record(now_s)
@@ -125,6 +134,26 @@ class Cluster:
         self.cold_starts_s.append(pod.ready_at_s - pod.created_s)
         self._on_ready(pod, pod.ready_at_s)
         self._record(pod.ready_at_s)
+        self._arm_failure(pod)
+
+    def _arm_failure(self, pod: Pod) -> None:
+        if self._time_to_failure_s is not None:
+            self._engine.schedule(pod.ready_at_s + self._time_to_failure_s(), self._fail, pod)
+
+    def _fail(self, pod: Pod) -> None:
+        """A ready pod dies (node loss, OOM, GPU XID error): it leaves the endpoints at once and
+        the ReplicaSet replaces it with a new cold pod. Requests it already holds are assumed
+        to finish (or to be retried elsewhere at once): the failure costs capacity, not work."""
+        if pod.deleted_s is not None:
+            return
+        now_s = self._engine.now_s
+        self.failures += 1
+        self._delete(pod, now_s)
+        cold = float(self._cold_start_s())
+        new = self._new_pod(now_s, now_s + cold)
+        pod.replaced_by = new
+        self._engine.schedule(new.ready_at_s, self._become_ready, new)
+        self._record(now_s)
 
     def _delete(self, pod: Pod, now_s: float) -> None:
         pod.deleted_s = now_s

@@ -45,6 +45,7 @@ class SimulationRequest:
     seed: int = 0
     fidelity: str | None = None
     routing: str = "lor"
+    pod_mtbf_h: float | None = None
 
 
 def load_input(request: SimulationRequest) -> Trace:
@@ -92,6 +93,8 @@ def run_comparison(request: SimulationRequest, progress: bool = False
     """Run every requested policy plus the oracle; returns the comparison and replica capacity."""
     specs = [parse_policy_spec(p) for p in request.policies] or [
         PolicySpec(name) for name in DEFAULT_POLICIES]
+    if request.pod_mtbf_h is not None and not request.pod_mtbf_h > 0:
+        raise SimulatorError(f"--pod-mtbf-h must be positive, got {request.pod_mtbf_h:g}")
     if request.routing not in ("lor", "random", "central"):
         raise SimulatorError(f"--routing must be lor, random or central, got {request.routing!r}")
     profile: Profile = load_profile(request.profile)
@@ -106,7 +109,9 @@ def run_comparison(request: SimulationRequest, progress: bool = False
     view = WorkloadView(trace, profile, start_s, end_s, slo_s)
     config = ReplayConfig(start_s=start_s, duration_s=end_s - start_s, seed=request.seed,
                           fidelity=fidelity, routing=request.routing,
-                          max_replicas=default_max_replicas(view))
+                          max_replicas=default_max_replicas(view),
+                          pod_mtbf_s=None if request.pod_mtbf_h is None
+                          else request.pod_mtbf_h * 3600.0)
     oracle_spec = next((s for s in specs if s.name == "oracle"), PolicySpec("oracle"))
     max_miss = float(oracle_spec.params.get("max_miss", config.max_miss))
     if fidelity == "fast":

@@ -50,6 +50,7 @@ class ReplayConfig:
     lead_time_quantile: float = 0.9
     lead_time_min_samples: int = 5
     max_miss: float = 0.001
+    pod_mtbf_s: float | None = None
 
     @property
     def end_s(self) -> float:
@@ -70,7 +71,8 @@ class Replay:
                                cold_start_stream(self.profile.sample_cold_start_s,
                                                  np.random.default_rng(cold_start_seed(
                                                      config.seed))),
-                               self._on_ready, self._on_delete)
+                               self._on_ready, self._on_delete,
+                               self._failure_clock(config))
         self.serving: Serving = (FastServing(view, config) if config.fidelity == "fast"
                                  else RequestServing(view, config, config.seed))
         self.store = ScrapeStore(config.pipeline, config.start_s, config.duration_s)
@@ -131,6 +133,15 @@ class Replay:
         if self.hpa_cfg is not None:
             self.hstate = HPAPolicy(self.hpa_cfg).initial_state()
         self.hpa_replicas: int | None = None
+
+    @staticmethod
+    def _failure_clock(config: ReplayConfig) -> Callable[[], float] | None:
+        """Exponential time to failure of each ready pod (seeded), or None without failures."""
+        if config.pod_mtbf_s is None:
+            return None
+        rng = np.random.default_rng(np.random.SeedSequence([config.seed, 3]))
+        mtbf = config.pod_mtbf_s
+        return lambda: float(rng.exponential(mtbf))
 
     def initial_replicas(self) -> int:
         rate = self.view.initial_rate_rps()
@@ -285,6 +296,7 @@ class Replay:
         res.within_slo = serving.within_slo
         res.replica_hours = self.cluster.billed_pod_s / 3600.0
         res.cold_starts = len(self.cluster.cold_starts_s)
+        res.pod_failures = self.cluster.failures
         res.scale_events = self.cluster.scale_events
         res.under_provisioned_s = self._under_s
         res.p50_ms, res.p95_ms, res.p99_ms = (serving.latency_percentile_s(q) * 1e3

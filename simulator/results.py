@@ -21,6 +21,7 @@ class PolicyResult:
     within_slo: float = 0.0
     replica_hours: float = 0.0
     cold_starts: int = 0
+    pod_failures: int = 0
     scale_events: int = 0
     under_provisioned_s: float = 0.0
     p50_ms: float = float("nan")
@@ -57,6 +58,7 @@ class PolicyResult:
             "p95_ms": self.p95_ms,
             "p99_ms": self.p99_ms,
             "cold_starts": self.cold_starts,
+            "pod_failures": self.pod_failures,
             "scale_events": self.scale_events,
             "requests": self.requests,
             "requests_per_replica_hour": self.requests_per_replica_hour,

@@ -63,3 +63,24 @@ def test_no_rate_before_two_samples() -> None:
     store = ScrapeStore(PipelineConfig(), start_s=0.0, duration_s=60.0, warm=0)
     store.scrape(0.0, 0.0, 0.0, 0.0)
     assert store.rate_rps(15.0) is None
+
+
+def test_a_failed_pod_is_replaced_after_a_cold_start() -> None:
+    from simulator.cluster import Cluster
+
+    eng = Engine(0.0)
+    ready_at: list[float] = []
+    deleted_at: list[float] = []
+    failures = iter([100.0, 1e9, 1e9])
+    cluster = Cluster(eng, cold_start_s=lambda: 30.0,
+                      on_ready=lambda pod, t: ready_at.append(t),
+                      on_delete=lambda pod, t: deleted_at.append(t),
+                      time_to_failure_s=lambda: next(failures))
+    cluster.start_ready(1, 0.0)
+    eng.run(200.0)
+    cluster.finish(200.0)
+    # fails at 100 s, the replacement is created then and ready at 130 s
+    assert deleted_at == [100.0] and ready_at == [0.0, 130.0]
+    assert cluster.failures == 1 and cluster.spec_replicas == 1
+    # billed: 100 s for the first pod + 100 s for the replacement (from creation)
+    assert cluster.billed_pod_s == 200.0
