@@ -48,6 +48,8 @@ _UPPER_LEVELS = (0.9, 0.95)  # the upper band is chosen by its loss at these lev
 _UPPER_POOL = 5  # candidates (best by MAE, plus the last value) tried for the upper band
 _TREND_DAMP = 0.9  # per-step damping of the local trend: its reach levels off near 9 steps
 _PROFILE_PERIODS = 3
+_REGIME_SMOOTH, _REGIME_LAG = 5, 10  # the regime: relative change of the 5-step mean over 10 steps
+_REGIME_MIN = 50  # least scores per regime bin for the upper band to be conditioned on it
 
 Point = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
@@ -139,11 +141,22 @@ def _ewma_vol(y: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Choice:
-    """A candidate, a score scale and the sorted scores of its band at one anchor horizon."""
+    """A candidate, a score scale and the scores of its band at one anchor horizon.
+
+    by_regime: the same scores split by the origin's regime bin (falling, flat, rising), or
+    None when a bin holds too few of them.
+    """
 
     cand: Candidate
     scale: str
     scores: np.ndarray
+    by_regime: tuple[np.ndarray, ...] | None = None
+
+
+def _regime_change(c: np.ndarray, t: np.ndarray, floor: float) -> np.ndarray:
+    """Relative change of the recent mean over the last _REGIME_LAG steps (known at t)."""
+    now = _ma(c, t, _REGIME_SMOOTH)
+    return now / np.maximum(_ma(c, t - _REGIME_LAG, _REGIME_SMOOTH), floor) - 1.0
 
 
 class AutoForecaster(Forecaster):
@@ -183,11 +196,11 @@ class AutoForecaster(Forecaster):
         self._floor = max(1e-9, 0.05 * float(np.mean(np.abs(y[-day:]))))
         self._select(y, cands, step)
         used = [ch.cand for ch in (*self.body_, *self.upper_)]
-        self._keep = max(c.lookback for c in used) + _SMOOTH + 1
+        self._keep = max(max(c.lookback for c in used) + _SMOOTH, _REGIME_SMOOTH + _REGIME_LAG) + 1
         self.values_ = y[-self._keep :]
         self._vol = float(_ewma_vol(y)[-1])
         self.origin_s_ = float(history.end_s)
-        self._cache: dict[tuple[int, tuple[float, ...]], tuple] = {}
+        self._cache: dict[tuple[int, tuple[float, ...], int], tuple] = {}
         return self
 
     @property
@@ -205,6 +218,19 @@ class AutoForecaster(Forecaster):
         top = min(self.max_horizon_steps, max(1, n // 4))
         geo = np.round(np.geomspace(1, top, 10)).astype(int)
         self.anchors_ = np.unique(np.concatenate((np.arange(1, min(6, top) + 1), geo)))
+        # Mondrian calibration of the upper band by regime: on a ramp the last value and the
+        # seasonal rules lag, so the residuals of rising origins are larger; one pooled band
+        # under-covers exactly where capacity is needed. Bins are terciles of the change
+        # (no threshold to tune), each bin calibrated on its own scores.
+        reach = _REGIME_SMOOTH + _REGIME_LAG
+        g_all = np.full(n, np.nan)
+        if n > reach:
+            tg = np.arange(reach - 1, n)
+            g_all[tg] = _regime_change(c, tg, self._floor)
+        recent = g_all[-int(self.score_window_s / step) :]
+        recent = recent[np.isfinite(recent)]
+        self.regime_edges_ = (np.quantile(recent, (1 / 3, 2 / 3)) if recent.size >= 3 * _REGIME_MIN
+                              else np.array([np.inf, np.inf]))
         self.body_: list[_Choice] = []
         self.upper_: list[_Choice] = []
         for h in self.anchors_:
@@ -242,8 +268,14 @@ class AutoForecaster(Forecaster):
                         best_body = (body_loss, cand, kind, z)
                     if best_upper is None or up_loss < best_upper[0]:
                         best_upper = (up_loss, cand, kind, z)
-            for out, (_, cand, kind, z) in ((self.body_, best_body), (self.upper_, best_upper)):
-                out.append(_Choice(cand, kind, np.sort(z)))
+            _, cand, kind, z = best_body
+            self.body_.append(_Choice(cand, kind, z))
+            _, cand, kind, z = best_upper
+            g = g_all[t]
+            regime = np.searchsorted(self.regime_edges_, np.where(np.isfinite(g), g, 0.0))
+            split = tuple(z[regime == b] for b in range(3))
+            ok = all(s.size >= _REGIME_MIN for s in split)
+            self.upper_.append(_Choice(cand, kind, z, split if ok else None))
 
     def update(self, values: np.ndarray) -> Self:
         v = np.asarray(values, dtype=float).ravel()
@@ -253,9 +285,9 @@ class AutoForecaster(Forecaster):
         self.origin_s_ += v.size * self.step_s_
         return self
 
-    def _plan(self, horizon_steps: int, levels: tuple[float, ...]) -> tuple:
+    def _plan(self, horizon_steps: int, levels: tuple[float, ...], regime: int) -> tuple:
         """Per step and band: candidate groups, scale kinds and quantile offsets (cached)."""
-        key = (horizon_steps, levels)
+        key = (horizon_steps, levels, regime)
         if key not in self._cache:
             hs = np.arange(1, horizon_steps + 1)
             a = self.anchors_
@@ -264,7 +296,10 @@ class AutoForecaster(Forecaster):
             upper = np.array([lv > 0.5 for lv in levels])
             bands = []
             for choices in (self.body_, self.upper_):
-                table = np.array([np.quantile(ch.scores, levels) for ch in choices])
+                table = np.array([
+                    np.quantile(ch.scores if ch.by_regime is None else ch.by_regime[regime], levels)
+                    for ch in choices
+                ])
                 off = (table[nearest] * grow[:, None]).T  # levels x steps
                 kinds = np.array([_SCALES.index(choices[i].scale) for i in nearest])
                 groups: dict[str, tuple[Candidate, list[int]]] = {}
@@ -275,9 +310,8 @@ class AutoForecaster(Forecaster):
             self._cache[key] = (bands, upper)
         return self._cache[key]
 
-    def _points(self, plan: list, horizon_steps: int) -> np.ndarray:
+    def _points(self, plan: list, horizon_steps: int, c: np.ndarray) -> np.ndarray:
         y = self.values_
-        c = np.concatenate(([0.0], np.cumsum(y)))
         t_last = y.size - 1
         out = np.empty(horizon_steps)
         for cand, ix in plan:
@@ -289,12 +323,15 @@ class AutoForecaster(Forecaster):
         if horizon_steps < 1:
             raise ForecastError(f"horizon_steps must be >= 1, got {horizon_steps}")
         lv = tuple(sorted(float(q) for q in levels))
-        bands, upper = self._plan(horizon_steps, lv)
+        y = self.values_
+        c = np.concatenate(([0.0], np.cumsum(y)))
+        g = _regime_change(c, np.array([y.size - 1]), self._floor)[0]
+        bands, upper = self._plan(horizon_steps, lv, int(np.searchsorted(self.regime_edges_, g)))
         vol = self._vol + 0.1 * self._floor
         rows = []
         mean = None
         for plan, kinds, off in bands:
-            point = self._points(plan, horizon_steps)
+            point = self._points(plan, horizon_steps, c)
             mean = point if mean is None else mean
             scale = np.choose(kinds, (np.ones(horizon_steps), np.maximum(point, self._floor),
                                       np.full(horizon_steps, vol)))

@@ -11,7 +11,7 @@ anchor that has residuals is widened by sqrt(h / h_anchor) (random-walk growth).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar, Self
+from typing import Self
 
 import numpy as np
 
@@ -91,7 +91,6 @@ class ShiftForecaster(Forecaster):
     """Shared machinery of models whose forecast is a function of past values (see module)."""
 
     name = "shift"
-    self_calibrating: ClassVar[bool] = True  # its spread is split conformal on its residuals
 
     def __init__(self, residual_window_steps: int = 1440, relative: bool = False) -> None:
         self.residual_window_steps = residual_window_steps

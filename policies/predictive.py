@@ -26,6 +26,11 @@ from policies.capacity import min_servers_for_slo, replicas_for_demand
 from policies.types import Decision, Observation
 
 
+BESIDE_HPA_TARGET_UTILIZATION = 0.9
+"""Default target of the HPA that runs beside the floor in the simulator: with the floor buying
+capacity ahead of the forecast, the HPA is the safety net for what the forecast missed."""
+
+
 @dataclass(frozen=True)
 class PredictiveConfig:
     """Parameters of the predictive floor (units in names; defaults in brackets)."""
@@ -50,8 +55,9 @@ class PredictiveConfig:
     """Override of the measured start-to-ready time; None uses the measured one [None]."""
     tick_s: float = 15.0
     """Control interval, added to the lead time [15 s]."""
-    scale_down_window_s: float = 600.0
-    """The floor is the largest need seen over this window [600 s]."""
+    scale_down_window_s: float | None = None
+    """The floor is the largest need seen over this window; None: two lead times (a pod that
+    will be needed again within about two cold starts is cheaper kept than restarted) [None]."""
     scale_down_max_fraction: float = 0.1
     """Largest share of the floor removed in one tick (at least one replica) [0.1]."""
     surge_margin: float = 0.25
@@ -140,7 +146,9 @@ class PredictivePolicy:
             if reactive_rps > planned_rps:
                 planned_rps, reason = reactive_rps, "surge"
         need = min(max(size_for(cfg, planned_rps), cfg.min_replicas), cfg.max_replicas)
-        needs = tuple((t, n) for t, n in state.needs if t > now_s - cfg.scale_down_window_s)
+        window_s = (cfg.scale_down_window_s if cfg.scale_down_window_s is not None
+                    else 2.0 * lead_s)
+        needs = tuple((t, n) for t, n in state.needs if t > now_s - window_s)
         needs += ((now_s, need),)
         stabilized = max(n for _, n in needs)
         floor = self._bounded(stabilized, state.floor)

@@ -22,7 +22,12 @@ import numpy as np
 from forecasting.types import Series
 from policies.hpa import HPAConfig, HPAPolicy, hpa_desired
 from policies.oracle import plan_pods
-from policies.predictive import PredictiveConfig, PredictivePolicy, size_for
+from policies.predictive import (
+    BESIDE_HPA_TARGET_UTILIZATION,
+    PredictiveConfig,
+    PredictivePolicy,
+    size_for,
+)
 from policies.registry import BESIDE_HPA_PREFIX, PolicySpec
 from policies.types import Decision, Observation, PodMetrics
 from simulator.cluster import Cluster, Pod, cold_start_stream
@@ -107,6 +112,7 @@ class Replay:
         elif name == "predictive":
             hpa_params = {k[len(BESIDE_HPA_PREFIX):]: params.pop(k) for k in list(params)
                           if k.startswith(BESIDE_HPA_PREFIX)}
+            hpa_params.setdefault("target_utilization", BESIDE_HPA_TARGET_UTILIZATION)
             hpa_params.setdefault("max_replicas", max_r)
             hpa_params.setdefault("min_replicas", min_r)
             self.hpa_cfg = HPAConfig(**hpa_params)
@@ -250,7 +256,11 @@ class Replay:
             self._fed_until_s = history.end_s
         horizon = max(1, int(math.ceil((t_s - history.end_s + obs.lead_time_s
                                         + 2 * self.cfg.tick_s) / step)) + 1)
-        return self.forecaster.forecast(t_s, horizon)
+        try:
+            return self.forecaster.forecast(t_s, horizon)
+        except Exception as exc:  # noqa: BLE001 - a broken forecast must hold, not end the run
+            self.reasons[f"forecast error: {type(exc).__name__}"] += 1
+            return None
 
     # -- run -------------------------------------------------------------------------------
     def run(self) -> PolicyResult:
@@ -295,6 +305,7 @@ class Replay:
         res.requests = int(round(serving.arrived))
         res.within_slo = serving.within_slo
         res.replica_hours = self.cluster.billed_pod_s / 3600.0
+        res.price_per_replica_hour = self.profile.price_per_replica_hour
         res.cold_starts = len(self.cluster.cold_starts_s)
         res.pod_failures = self.cluster.failures
         res.scale_events = self.cluster.scale_events

@@ -14,13 +14,14 @@ from rich.table import Table  # noqa: E402
 
 from simulator.results import Comparison, PolicyResult  # noqa: E402
 
-COLUMNS = ("policy", "SLO attainment", "replica-h", "cost/oracle", "p50 ms", "p95 ms",
+COLUMNS = ("policy", "SLO attainment", "replica-h", "cost USD", "cost/oracle", "p50 ms", "p95 ms",
            "p99 ms", "cold starts", "scale events", "req per replica-h")
 
 
 def _row(r: PolicyResult) -> list[str]:
     return [r.policy if r.policy != "oracle" else "oracle (lower bound)",
             f"{100 * r.slo_attainment:.3f} %", f"{r.replica_hours:,.1f}",
+            f"{r.replica_hours * r.price_per_replica_hour:,.2f}",
             f"{r.cost_vs_oracle:.3f}", f"{r.p50_ms:,.0f}", f"{r.p95_ms:,.0f}",
             f"{r.p99_ms:,.0f}", f"{r.cold_starts}", f"{r.scale_events}",
             f"{r.requests_per_replica_hour:,.0f}"]

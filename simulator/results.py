@@ -37,6 +37,7 @@ class PolicyResult:
     floor: np.ndarray = field(default_factory=lambda: np.zeros(0))
     latency_cdf_ms: tuple[np.ndarray, np.ndarray] | None = None
     wall_s: float = 0.0
+    price_per_replica_hour: float = 0.0
 
     @property
     def slo_attainment(self) -> float:
@@ -53,6 +54,7 @@ class PolicyResult:
             "params": self.params,
             "slo_attainment": self.slo_attainment,
             "replica_hours": self.replica_hours,
+            "cost_usd": self.replica_hours * self.price_per_replica_hour,
             "cost_vs_oracle": self.cost_vs_oracle,
             "p50_ms": self.p50_ms,
             "p95_ms": self.p95_ms,
@@ -66,6 +68,7 @@ class PolicyResult:
             "fidelity": self.fidelity,
             "latency_estimated": self.fidelity == "fast",
             "reasons": dict(self.reasons),
+            "wall_s": self.wall_s,
         }
 
 
