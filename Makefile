@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/autoscaler simulate --workload flash-crowd --report report
+	$(BIN)/autoscaler simulate --workload batch-peaks --start 21600 --report report
 
 test: $(STAMP)
 	$(BIN)/ruff check .
