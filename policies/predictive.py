@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from forecasting.surge import SurgeConfig, SurgeState, detect_surge
 from forecasting.types import Forecast
 from policies.capacity import min_servers_for_slo, replicas_for_demand
 from policies.types import Decision, Observation
@@ -60,10 +61,12 @@ class PredictiveConfig:
     will be needed again within about two cold starts is cheaper kept than restarted) [None]."""
     scale_down_max_fraction: float = 0.1
     """Largest share of the floor removed in one tick (at least one replica) [0.1]."""
-    surge_margin: float = 0.25
-    """Observed rate above the forecast's top band by this share counts as a surge [0.25]."""
+    surge_margin: float = 0.2
+    """Observed rate above the forecast's q0.99 band by this share counts as a surge [0.2]."""
+    surge_confirm_ticks: int = 2
+    """Ticks above the band before the reactive surge path takes over [2]."""
     surge_hold_s: float = 600.0
-    """How long the reactive surge path stays on after the last surge sample [600 s]."""
+    """The reactive path stays on until the rate has been back in the band this long [600 s]."""
     stale_after_s: float = 120.0
     """Metrics older than this hold the floor [120 s]."""
     handback_after_s: float = 900.0
@@ -78,9 +81,9 @@ class PredictiveState:
 
     needs: tuple[tuple[float, int], ...] = ()
     floor: int | None = None
-    surge_until_s: float = -math.inf
+    surge: SurgeState = SurgeState()
     band_time_s: float = -math.inf
-    band_upper_rps: float = math.inf
+    band_upper_rps: float = math.nan
     hold_since_s: float | None = None
     prev_rates: tuple[float, ...] = ()
 
@@ -114,6 +117,9 @@ class PredictivePolicy:
 
     def __init__(self, config: PredictiveConfig) -> None:
         self.config = config
+        self._surge_config = SurgeConfig(
+            margin=config.surge_margin, consecutive=config.surge_confirm_ticks,
+            clear_after=max(1, round(config.surge_hold_s / config.tick_s)))
 
     @property
     def params(self) -> Mapping[str, Any]:
@@ -133,14 +139,16 @@ class PredictivePolicy:
                               else "hold: no forecast")
         rate = float(obs.rate_rps or 0.0)
         rates = (state.prev_rates + (rate,))[-8:]
-        surge_until = state.surge_until_s
-        surging_now = (now_s - state.band_time_s <= 2 * cfg.tick_s
-                       and rate > state.band_upper_rps * (1 + cfg.surge_margin))
-        if surging_now:
-            surge_until = now_s + cfg.surge_hold_s
+        surge_state = state.surge
+        if abs(now_s - state.band_time_s) < cfg.tick_s / 2:  # the band made for this tick
+            signal, surge_state = detect_surge(rate, state.band_upper_rps, state.surge,
+                                               self._surge_config)
+            surging = signal.surge
+        else:
+            surging = state.surge.active
         planned_rps = max(forecast.max_over(cfg.quantile, now_s, horizon_end_s), rate)
         reason = "forecast"
-        if now_s <= surge_until:
+        if surging:
             reactive_rps = rate + _trend_rps_per_s(rates, cfg.tick_s) * (horizon_end_s - now_s
                                                                         + obs.metrics_age_s)
             if reactive_rps > planned_rps:
@@ -158,17 +166,20 @@ class PredictivePolicy:
             reason = "scale-down-bounded" if floor > stabilized else "scale-down"
         elif stabilized > need:
             reason = "scale-down-stabilized"
-        upper = forecast.quantile(max(forecast.levels() or [cfg.quantile]))
+        # The band the next observation is judged against: the forecast's q0.99 for the time
+        # the next tick's observed rate stands for (now + tick - its age).
+        upper = forecast.quantile(self._surge_config.band_level)
+        seen_at = now_s + cfg.tick_s - obs.metrics_age_s
         next_band = float(upper[min(len(upper) - 1, max(0, int(
-            (now_s + cfg.tick_s - forecast.start_s) // forecast.step_s)))])
-        new_state = replace(state, needs=needs, floor=floor, surge_until_s=surge_until,
+            (seen_at - forecast.start_s) // forecast.step_s)))])
+        new_state = replace(state, needs=needs, floor=floor, surge=surge_state,
                             band_time_s=now_s + cfg.tick_s, band_upper_rps=next_band,
                             hold_since_s=None, prev_rates=rates)
         replicas = max(floor, obs.hpa_replicas or 0)
         details = {"planned_rps": planned_rps, "observed_rps": rate, "quantile": cfg.quantile,
                    "lead_time_s": lead_s, "need": need, "stabilized": stabilized,
                    "floor": floor, "hpa_replicas": obs.hpa_replicas, "model": forecast.model,
-                   "surge": now_s <= surge_until}
+                   "surge": surging}
         return Decision(replicas=min(replicas, cfg.max_replicas), reason=reason, floor=floor,
                         details=details), new_state
 
