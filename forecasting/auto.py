@@ -45,10 +45,11 @@ _SMOOTH = 3  # samples averaged where a candidate reads the current level of a n
 _VOL_ALPHA = 2.0 / (30 + 1)  # EWMA weight of the volatility scale (about a 30-step memory)
 _SCALES = ("add", "rel", "vol")
 _UPPER_LEVELS = (0.9, 0.95)  # the upper band is chosen by its loss at these levels
-_UPPER_POOL = 5  # candidates (best by MAE, plus the last value) tried for the upper band
+_UPPER_POOL = 3  # candidates (best by MAE, plus the last value) tried for the upper band
 _TREND_DAMP = 0.9  # per-step damping of the local trend: its reach levels off near 9 steps
 _PROFILE_PERIODS = 3
 _REGIME_SMOOTH, _REGIME_LAG = 5, 10  # the regime: relative change of the 5-step mean over 10 steps
+_REGIME_REACH = _REGIME_SMOOTH + _REGIME_LAG
 _REGIME_MIN = 50  # least scores per regime bin for the upper band to be conditioned on it
 
 Point = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -196,7 +197,7 @@ class AutoForecaster(Forecaster):
         self._floor = max(1e-9, 0.05 * float(np.mean(np.abs(y[-day:]))))
         self._select(y, cands, step)
         used = [ch.cand for ch in (*self.body_, *self.upper_)]
-        self._keep = max(max(c.lookback for c in used) + _SMOOTH, _REGIME_SMOOTH + _REGIME_LAG) + 1
+        self._keep = max(max(c.lookback for c in used) + _SMOOTH, _REGIME_REACH) + 1
         self.values_ = y[-self._keep :]
         self._vol = float(_ewma_vol(y)[-1])
         self.origin_s_ = float(history.end_s)
@@ -222,10 +223,9 @@ class AutoForecaster(Forecaster):
         # seasonal rules lag, so the residuals of rising origins are larger; one pooled band
         # under-covers exactly where capacity is needed. Bins are terciles of the change
         # (no threshold to tune), each bin calibrated on its own scores.
-        reach = _REGIME_SMOOTH + _REGIME_LAG
         g_all = np.full(n, np.nan)
-        if n > reach:
-            tg = np.arange(reach - 1, n)
+        if n > _REGIME_REACH:
+            tg = np.arange(_REGIME_REACH, n)
             g_all[tg] = _regime_change(c, tg, self._floor)
         recent = g_all[-int(self.score_window_s / step) :]
         recent = recent[np.isfinite(recent)]
@@ -259,9 +259,9 @@ class AutoForecaster(Forecaster):
                 r = actual - f
                 for kind, s in self._scales(f, vol).items():
                     z = r / s
-                    qs = np.quantile(z, (0.1, *_UPPER_LEVELS))
+                    qs = _quantiles(np.sort(z), (0.1, *_UPPER_LEVELS))
                     body_loss = _pinball(z, qs[0], 0.1, s)
-                    up_loss = sum(_pinball(z, q, lv, s) for q, lv in zip(qs[1:], _UPPER_LEVELS))
+                    up_loss = sum(_pinball(z, q, lv, s) for q, lv in zip(qs[1:], _UPPER_LEVELS, strict=True))
                     if cand.name != "last":
                         up_loss /= 1.0 - self.margin
                     if rank == 0 and (best_body is None or body_loss < best_body[0]):
@@ -269,13 +269,13 @@ class AutoForecaster(Forecaster):
                     if best_upper is None or up_loss < best_upper[0]:
                         best_upper = (up_loss, cand, kind, z)
             _, cand, kind, z = best_body
-            self.body_.append(_Choice(cand, kind, z))
+            self.body_.append(_Choice(cand, kind, np.sort(z)))
             _, cand, kind, z = best_upper
             g = g_all[t]
             regime = np.searchsorted(self.regime_edges_, np.where(np.isfinite(g), g, 0.0))
-            split = tuple(z[regime == b] for b in range(3))
+            split = tuple(np.sort(z[regime == b]) for b in range(3))
             ok = all(s.size >= _REGIME_MIN for s in split)
-            self.upper_.append(_Choice(cand, kind, z, split if ok else None))
+            self.upper_.append(_Choice(cand, kind, np.sort(z), split if ok else None))
 
     def update(self, values: np.ndarray) -> Self:
         v = np.asarray(values, dtype=float).ravel()
@@ -286,38 +286,32 @@ class AutoForecaster(Forecaster):
         return self
 
     def _plan(self, horizon_steps: int, levels: tuple[float, ...], regime: int) -> tuple:
-        """Per step and band: candidate groups, scale kinds and quantile offsets (cached)."""
+        """Distinct candidates with their reach, and per band: candidate row, scale kind and
+        quantile offsets per step (cached, so a predict is a few array operations)."""
         key = (horizon_steps, levels, regime)
         if key not in self._cache:
             hs = np.arange(1, horizon_steps + 1)
             a = self.anchors_
             nearest = np.abs(hs[:, None] - a[None, :]).argmin(axis=1)
             grow = np.sqrt(np.maximum(hs / a[-1], 1.0))
-            upper = np.array([lv > 0.5 for lv in levels])
-            bands = []
+            names = list(dict.fromkeys(ch.cand.name for ch in (*self.body_, *self.upper_)))
+            rows, kinds, offs = [], [], []
             for choices in (self.body_, self.upper_):
                 table = np.array([
-                    np.quantile(ch.scores if ch.by_regime is None else ch.by_regime[regime], levels)
+                    _quantiles(ch.scores if ch.by_regime is None else ch.by_regime[regime], levels)
                     for ch in choices
                 ])
-                off = (table[nearest] * grow[:, None]).T  # levels x steps
-                kinds = np.array([_SCALES.index(choices[i].scale) for i in nearest])
-                groups: dict[str, tuple[Candidate, list[int]]] = {}
-                for i, ch in enumerate(choices):
-                    groups.setdefault(ch.cand.name, (ch.cand, []))[1].extend(np.flatnonzero(nearest == i))
-                plan = [(cand, np.array(sorted(ix))) for cand, ix in groups.values() if ix]
-                bands.append((plan, kinds, off))
-            self._cache[key] = (bands, upper)
+                offs.append((table[nearest] * grow[:, None]).T)  # levels x steps
+                kinds.append(np.array([_SCALES.index(choices[i].scale) for i in nearest]))
+                rows.append(np.array([names.index(choices[i].cand.name) for i in nearest]))
+            cands = {ch.cand.name: ch.cand for ch in (*self.body_, *self.upper_)}
+            # each candidate is evaluated up to the farthest step that uses it (a seasonal rule
+            # cannot reach past its period)
+            reach = [int(max(np.max(np.flatnonzero(r == i), initial=-1) for r in rows)) + 1
+                     for i in range(len(names))]
+            upper = np.array([lv > 0.5 for lv in levels])[:, None]
+            self._cache[key] = ([cands[nm] for nm in names], reach, rows, kinds, offs, upper)
         return self._cache[key]
-
-    def _points(self, plan: list, horizon_steps: int, c: np.ndarray) -> np.ndarray:
-        y = self.values_
-        t_last = y.size - 1
-        out = np.empty(horizon_steps)
-        for cand, ix in plan:
-            h = ix + 1
-            out[ix] = cand.point(y, c, np.full(h.size, t_last), h)
-        return np.maximum(out, 0.0)
 
     def predict(self, horizon_steps: int, levels: Sequence[float] = DEFAULT_LEVELS) -> Forecast:
         if horizon_steps < 1:
@@ -325,20 +319,35 @@ class AutoForecaster(Forecaster):
         lv = tuple(sorted(float(q) for q in levels))
         y = self.values_
         c = np.concatenate(([0.0], np.cumsum(y)))
-        g = _regime_change(c, np.array([y.size - 1]), self._floor)[0]
-        bands, upper = self._plan(horizon_steps, lv, int(np.searchsorted(self.regime_edges_, g)))
-        vol = self._vol + 0.1 * self._floor
-        rows = []
-        mean = None
-        for plan, kinds, off in bands:
-            point = self._points(plan, horizon_steps, c)
-            mean = point if mean is None else mean
-            scale = np.choose(kinds, (np.ones(horizon_steps), np.maximum(point, self._floor),
-                                      np.full(horizon_steps, vol)))
-            rows.append(point + off * scale)
-        q = np.where(upper[:, None], rows[1], rows[0])
+        t_last = y.size - 1
+        g = _regime_change(c, np.array([t_last]), self._floor)[0] if y.size > _REGIME_REACH else 0.0
+        cands, reach, rows, kinds, offs, upper = self._plan(
+            horizon_steps, lv, int(np.searchsorted(self.regime_edges_, g)))
+        points = np.zeros((len(cands), horizon_steps))
+        for i, (cand, m) in enumerate(zip(cands, reach, strict=True)):
+            if m > 0:
+                h = np.arange(1, m + 1)
+                points[i, :m] = cand.point(y, c, np.full(m, t_last), h)
+        np.maximum(points, 0.0, out=points)
+        steps = np.arange(horizon_steps)
+        floor, vol = self._floor, self._vol + 0.1 * self._floor
+        band = []
+        for row, kind, off in zip(rows, kinds, offs, strict=True):
+            point = points[row, steps]
+            scale = np.where(kind == 0, 1.0, np.where(kind == 1, np.maximum(point, floor), vol))
+            band.append(point + off * scale)
+        mean = points[rows[0], steps]
+        q = np.where(upper, band[1], band[0])
         q = np.maximum.accumulate(np.maximum(q, 0.0), axis=0)
         return Forecast(self.origin_s_, self.step_s_, mean, {lvl: q[i] for i, lvl in enumerate(lv)}, self.name)
+
+
+def _quantiles(z: np.ndarray, levels: Sequence[float]) -> np.ndarray:
+    """Empirical quantiles (linear interpolation, as np.quantile) of sorted scores z."""
+    pos = np.asarray(levels, dtype=float) * (z.size - 1)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, z.size - 1)
+    return z[lo] + (pos - lo) * (z[hi] - z[lo])
 
 
 def _pinball(z: np.ndarray, q: float, level: float, scale: np.ndarray) -> float:

@@ -65,7 +65,10 @@ class QuantileGBM(Forecaster):
 
     def fit(self, history: Series) -> Self:
         # small fits: OpenMP threads cost more in start-up and contention than they save
-        # (7 s vs 0.9 s measured on 2 cores); scoped, restored on exit
+        # (7 s vs 0.9 s measured on 2 cores); scoped, restored on exit. sklearn is imported
+        # first: threadpool_limits only reaches the OpenMP runtime already loaded when it starts
+        import sklearn.ensemble  # noqa: F401
+
         with threadpool_limits(1):
             return self._fit(history)
 

@@ -173,6 +173,8 @@ def _summary(seed: int, policies: tuple[str, ...], trace: Path | None = None) ->
         seed=seed, policies=policies))
     doc = comparison.to_json()
     doc["oracle"] = comparison.oracle.summary()
+    for record in [doc, doc["oracle"], *doc["results"]]:
+        record.pop("wall_s", None)  # a measurement of this machine, not a simulated figure
     return json.dumps(doc, sort_keys=True, default=float)
 
 
