@@ -5,13 +5,28 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand
 
 from forecasting.errors import ForecastError
 from policies.registry import PolicySpecError
 from simulator.errors import SimulatorError
+
+class OneLineErrors(TyperCommand):
+    """Usage errors (bad option values, unknown options) as one line, no usage box."""
+
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: Any = None, **extra: Any) -> Any:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except typer.TyperException as e:
+            message = e.format_message() if hasattr(e, "format_message") else str(e)
+            typer.echo(f"error: {message.splitlines()[0] if message else type(e).__name__}",
+                       err=True)
+            raise typer.Exit(2) from None
+
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Predictive autoscaler for ML inference on Kubernetes.")
@@ -24,7 +39,7 @@ def fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-@app.command()
+@app.command(cls=OneLineErrors)
 def simulate(
     trace: Annotated[Path | None, typer.Option(help="series.csv, an Azure raw CSV or a trace directory")] = None,
     workload: Annotated[str | None, typer.Option(help="built-in workload: diurnal, flash-crowd, llm-bursty")] = None,
@@ -67,7 +82,7 @@ def simulate(
         typer.echo(f"wrote {index}")
 
 
-@app.command()
+@app.command(cls=OneLineErrors)
 def backtest(
     trace: Annotated[Path | None, typer.Option(help="series.csv, an Azure raw CSV or a trace directory")] = None,
     workload: Annotated[str | None, typer.Option(help="built-in workload name")] = None,

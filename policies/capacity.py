@@ -121,3 +121,50 @@ def min_servers_for_slo(
             if p <= max_miss:
                 return replicas
         replicas += 1
+
+
+def min_replicas_for_attainment(
+    arrival_rps: float,
+    service_mean_s: float,
+    servers_per_replica: int,
+    slo_s: float,
+    slo_part_s: tuple[float, ...],
+    max_miss: float,
+    service_scv: float = 1.0,
+) -> int:
+    """Fewest replicas whose queueing adds at most ``max_miss`` to the share of requests that
+    miss the latency SLO.
+
+    A request misses when wait + its SLO-counted service (the whole service, or the time to first
+    token) exceeds ``slo_s``; ``slo_part_s`` are equally weighted samples (e.g. quantiles) of that
+    service part. The wait is M/M/c's: 0 with probability 1 - C, else exponential with rate
+    (c mu - lambda) / k, where k = (1 + scv) / 2 is Allen-Cunneen's correction for the service
+    time's variability. The added miss share is then C E[exp(-(slo - S)(c mu - lambda) / k);
+    S <= slo] (requests with S > slo miss whatever the capacity). Same walk as
+    :func:`min_servers_for_slo`; 0 for no demand.
+    """
+    if servers_per_replica <= 0 or service_mean_s <= 0 or slo_s <= 0:
+        raise ValueError("servers_per_replica, service_mean_s and slo_s must be positive")
+    if not max_miss > 0:
+        raise ValueError("max_miss must be positive (a zero miss rate needs infinite capacity)")
+    if not arrival_rps > 0:
+        return 0
+    slack = [slo_s - s for s in slo_part_s if s <= slo_s]
+    weight = 1.0 / max(1, len(slo_part_s))
+    k = (1.0 + service_scv) / 2.0
+    a = arrival_rps * service_mean_s
+    mu = 1.0 / service_mean_s
+    replicas = int(a // servers_per_replica) + 1
+    b = erlang_b(0, a)
+    c = 0
+    while True:
+        target_c = replicas * servers_per_replica
+        while c < target_c:
+            c += 1
+            b = a * b / (c + a * b)
+        if a < c:
+            decay = (c * mu - arrival_rps) / k
+            added = _erlang_c_from_b(c, a, b) * weight * sum(math.exp(-decay * x) for x in slack)
+            if added <= max_miss:
+                return replicas
+        replicas += 1

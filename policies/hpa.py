@@ -119,6 +119,9 @@ class HPAConfig:
             v = getattr(self, name)
             if v is not None and v <= 0:
                 raise ValueError(f"{name} must be positive, got {v}")
+        if self.target_utilization is not None and self.target_utilization > 1:
+            # the busy share of the slots never exceeds 1: such an HPA could never scale up
+            raise ValueError(f"target_utilization must be at most 1, got {self.target_utilization}")
         if not 0 <= self.min_replicas <= self.max_replicas or self.max_replicas < 1:
             raise ValueError("need 0 <= min_replicas <= max_replicas and max_replicas >= 1")
         if self.tolerance < 0 or self.sync_period_s <= 0 or self.downscale_stabilization_s < 0:

@@ -14,6 +14,7 @@ the count that runs is max(floor, HPA's own) within [min, max].
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
@@ -23,7 +24,11 @@ import numpy as np
 
 from forecasting.surge import SurgeConfig, SurgeState, detect_surge
 from forecasting.types import Forecast
-from policies.capacity import min_servers_for_slo, replicas_for_demand
+from policies.capacity import (
+    min_replicas_for_attainment,
+    min_servers_for_slo,
+    replicas_for_demand,
+)
 from policies.types import Decision, Observation
 
 
@@ -45,7 +50,14 @@ class PredictiveConfig:
     wait_budget_s: float = 0.1
     """Queueing delay the SLO leaves room for, used by the SLO sizing [0.1 s]."""
     max_wait_miss: float = 0.001
-    """Allowed share of requests waiting longer than wait_budget_s, SLO sizing [0.001]."""
+    """SLO sizing: share of requests that queueing may push past the SLO (or, without
+    slo_s, that may wait longer than wait_budget_s) [0.001]."""
+    slo_s: float | None = None
+    """Latency SLO for the SLO sizing; None sizes by wait_budget_s instead [None]."""
+    slo_part_quantiles_s: tuple[float, ...] = ()
+    """Quantiles of the service part the SLO counts (service, or time to first token) [()]."""
+    service_scv: float = 1.0
+    """Squared coefficient of variation of slot occupancy, for the queueing model [1.0]."""
     quantile: float = 0.95
     """Calibrated forecast quantile sized for [0.95]."""
     min_replicas: int = 1
@@ -71,8 +83,39 @@ class PredictiveConfig:
     """Metrics older than this hold the floor [120 s]."""
     handback_after_s: float = 900.0
     """After holding this long, lower the floor one step per tick toward min [900 s]."""
+    trend_floor: bool = True
+    """Never plan below the observed rate's recent linear rise extrapolated over the lead time
+    (a ramp in progress is the surest sign of need the forecast may still lag) [True]."""
     forecaster: str = "auto"
     """Forecaster name from forecasting.registry ["auto"]."""
+
+    def __post_init__(self) -> None:
+        def bad(name: str, rule: str) -> None:
+            raise ValueError(f"{name} must be {rule}, got {getattr(self, name)!r}")
+
+        if not self.capacity_rps_per_replica > 0:
+            bad("capacity_rps_per_replica", "positive")
+        if self.target_utilization is not None and not 0 < self.target_utilization <= 1:
+            bad("target_utilization", "in (0, 1]")
+        if not 0.5 <= self.quantile < 1:
+            bad("quantile", "in [0.5, 1)")
+        if not 0 < self.max_wait_miss < 1:
+            bad("max_wait_miss", "in (0, 1)")
+        if self.slots_per_replica < 1:
+            bad("slots_per_replica", "at least 1")
+        if not 0 <= self.min_replicas <= self.max_replicas or self.max_replicas < 1:
+            bad("min_replicas", "between 0 and max_replicas (max_replicas >= 1)")
+        if not 0 < self.scale_down_max_fraction <= 1:
+            bad("scale_down_max_fraction", "in (0, 1]")
+        for name in ("wait_budget_s", "tick_s", "stale_after_s", "surge_hold_s"):
+            if not getattr(self, name) > 0:
+                bad(name, "positive")
+        for name in ("lead_time_s", "scale_down_window_s", "slo_s"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                bad(name, "non-negative")
+        if self.surge_margin < 0 or self.handback_after_s < 0 or self.surge_confirm_ticks < 1:
+            raise ValueError("surge_margin and handback_after_s must be >= 0, "
+                             "surge_confirm_ticks >= 1")
 
 
 @dataclass(frozen=True)
@@ -88,16 +131,34 @@ class PredictiveState:
     prev_rates: tuple[float, ...] = ()
 
 
+_RATE_GRID = math.log1p(0.001)  # the queueing model is evaluated on a 0.1 % rate grid
+
+
 def size_for(config: PredictiveConfig, rate_rps: float) -> int:
-    """Replicas for a demand, by target utilization or by the SLO queueing model."""
+    """Replicas for a demand, by target utilization or by the SLO queueing model.
+
+    The queueing model is costly for thousands of slots, so it runs on the rate rounded UP to
+    a 0.1 % grid (never fewer replicas than the exact rate needs) and is memoized.
+    """
     if rate_rps <= 0:
         return 0
     if config.target_utilization is not None:
         return replicas_for_demand(rate_rps, config.capacity_rps_per_replica,
                                    config.target_utilization)
-    service_mean_s = config.slots_per_replica / config.capacity_rps_per_replica
-    return min_servers_for_slo(rate_rps, service_mean_s, config.slots_per_replica,
-                               config.wait_budget_s, config.max_wait_miss)
+    grid_rps = math.exp(math.ceil(math.log(rate_rps) / _RATE_GRID) * _RATE_GRID)
+    return _slo_replicas(grid_rps, config.slots_per_replica / config.capacity_rps_per_replica,
+                         config.slots_per_replica, config.wait_budget_s, config.max_wait_miss,
+                         config.slo_s, config.slo_part_quantiles_s, config.service_scv)
+
+
+@functools.lru_cache(maxsize=65536)
+def _slo_replicas(rate_rps: float, service_mean_s: float, slots: int, wait_budget_s: float,
+                  max_miss: float, slo_s: float | None, slo_part_s: tuple[float, ...],
+                  scv: float) -> int:
+    if slo_s is not None and slo_part_s:
+        return min_replicas_for_attainment(rate_rps, service_mean_s, slots, slo_s, slo_part_s,
+                                           max_miss, scv)
+    return min_servers_for_slo(rate_rps, service_mean_s, slots, wait_budget_s, max_miss)
 
 
 def _trend_rps_per_s(rates: tuple[float, ...], tick_s: float) -> float:
@@ -148,11 +209,14 @@ class PredictivePolicy:
             surging = state.surge.active
         planned_rps = max(forecast.max_over(cfg.quantile, now_s, horizon_end_s), rate)
         reason = "forecast"
-        if surging:
-            reactive_rps = rate + _trend_rps_per_s(rates, cfg.tick_s) * (horizon_end_s - now_s
-                                                                        + obs.metrics_age_s)
+        if surging or cfg.trend_floor:
+            # the surge path follows the last 45 s, the trend floor the last 2 minutes;
+            # extrapolate from the centre of the rate window to the end of the lead window
+            recent = rates[-3:] if surging else rates
+            reactive_rps = rate + _trend_rps_per_s(recent, cfg.tick_s) * (
+                horizon_end_s - now_s + obs.metrics_age_s + obs.rate_window_s / 2)
             if reactive_rps > planned_rps:
-                planned_rps, reason = reactive_rps, "surge"
+                planned_rps, reason = reactive_rps, "surge" if surging else "trend"
         need = min(max(size_for(cfg, planned_rps), cfg.min_replicas), cfg.max_replicas)
         window_s = (cfg.scale_down_window_s if cfg.scale_down_window_s is not None
                     else 2.0 * lead_s)
@@ -160,8 +224,11 @@ class PredictivePolicy:
         needs += ((now_s, need),)
         stabilized = max(n for _, n in needs)
         floor = self._bounded(stabilized, state.floor)
+        if surging and state.floor is not None:
+            floor = max(floor, state.floor)  # no scale-down while a surge lasts (KPA's panic)
         if state.floor is not None and floor > state.floor:
-            reason = "surge-scale-up" if reason == "surge" else "lead-time-scale-up"
+            reason = {"surge": "surge-scale-up", "trend": "trend-scale-up"}.get(
+                reason, "lead-time-scale-up")
         elif state.floor is not None and floor < state.floor:
             reason = "scale-down-bounded" if floor > stabilized else "scale-down"
         elif stabilized > need:

@@ -93,4 +93,25 @@ def parse_policy_spec(text: str) -> PolicySpec:
             raise PolicySpecError(
                 f"{name}: unknown parameter {key!r} (known: {', '.join(sorted(allowed))})")
         params[key] = _convert(raw.strip(), allowed[key], key, name)
+    check_params(name, params)
     return PolicySpec(name, params)
+
+
+def check_params(name: str, params: dict[str, Any]) -> None:
+    """Build the policy's config from the given values (defaults elsewhere) to check ranges."""
+    try:
+        if name == "hpa":
+            HPAConfig(**params)
+        elif name == "predictive":
+            own = {k: v for k, v in params.items() if not k.startswith(BESIDE_HPA_PREFIX)}
+            beside = {k[len(BESIDE_HPA_PREFIX):]: v for k, v in params.items()
+                      if k.startswith(BESIDE_HPA_PREFIX)}
+            PredictiveConfig(**own)
+            try:
+                HPAConfig(**beside)
+            except ValueError as e:
+                raise ValueError(f"the HPA beside it (hpa_ parameters): {e}") from None
+        elif name == "oracle" and "max_miss" in params and not 0 < params["max_miss"] < 1:
+            raise ValueError(f"max_miss must be in (0, 1), got {params['max_miss']}")
+    except ValueError as e:
+        raise PolicySpecError(f"{name}: {e}") from None

@@ -47,6 +47,8 @@ class Observation:
     hpa_replicas: the HPA's own desired count at its last sync, None where no HPA runs beside.
     lead_time_s: start-to-ready time to plan with (a high quantile of the measured ones).
     metrics_age_s: age of the newest sample behind rate_rps.
+    rate_window_s: the window rate_rps averages over (its centre is metrics_age_s +
+        rate_window_s / 2 old).
     """
 
     now_s: float
@@ -58,6 +60,7 @@ class Observation:
     hpa_replicas: int | None = None
     lead_time_s: float = 0.0
     metrics_age_s: float = 0.0
+    rate_window_s: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,7 @@ def default_max_replicas(view: WorkloadView) -> int:
     prof = view.profile
     if prof.max_replicas is not None:
         return int(prof.max_replicas)
-    return max(10, int(np.ceil(2 * view.peak_rate_rps() / prof.capacity_rps_per_replica)))
+    return max(10, int(np.ceil(2 * view.peak_rate_rps() / view.capacity_rps_per_replica)))
 
 
 def run_comparison(request: SimulationRequest, progress: bool = False
@@ -143,7 +143,7 @@ def run_comparison(request: SimulationRequest, progress: bool = False
     comparison = Comparison(trace=trace.name, profile=profile.name, slo_ms=slo_s * 1000.0,
                             start_s=start_s, duration_s=end_s - start_s, seed=request.seed,
                             fidelity=fidelity, results=results, oracle=oracle)
-    return comparison, profile.capacity_rps_per_replica
+    return comparison, view.capacity_rps_per_replica
 
 
 class _Bar:

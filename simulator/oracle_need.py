@@ -26,7 +26,7 @@ from simulator.workload_view import WorkloadView
 
 def _start_count(rate_rps: float, view: WorkloadView, previous: int) -> int:
     """Where the search starts: below 100 % utilization no count can keep up for long."""
-    floor = math.floor(rate_rps * view.profile.service_mean_s / view.profile.slots)
+    floor = math.floor(rate_rps * view.service_mean_s / view.profile.slots)
     return max(1, min(previous, floor) if previous else floor)
 
 
@@ -73,9 +73,8 @@ def need_fast(view: WorkloadView, interval_s: float, max_miss: float, max_replic
               routing: str) -> np.ndarray:
     """Per-interval need, tried on the fluid model with the per-second demand."""
     prof = view.profile
-    occ = view.occupancy_sample_s
-    fluid = FluidServer(prof.slots, prof.service_mean_s, float(occ.var() / occ.mean() ** 2),
-                        view.slo_s, view.slo_component_sample_s, routing=routing)
+    fluid = FluidServer(prof.slots, view.service_mean_s, view.service_scv, view.slo_s,
+                        view.slo_component_sample_s, routing=routing)
     per_s = counts_per_second(view.trace, view.start_s, view.end_s)
     k_s = int(round(interval_s))
     n_int = int(math.ceil(per_s.size / k_s))

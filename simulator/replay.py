@@ -52,7 +52,7 @@ class ReplayConfig:
     history_window_s: float = 7 * 86400.0
     pipeline: PipelineConfig = PipelineConfig()
     max_replicas: int = 100
-    lead_time_quantile: float = 0.9
+    lead_time_quantile: float = 0.95
     lead_time_min_samples: int = 5
     max_miss: float = 0.001
     pod_mtbf_s: float | None = None
@@ -118,9 +118,12 @@ class Replay:
             self.hpa_cfg = HPAConfig(**hpa_params)
             params.setdefault("max_replicas", max_r)
             params.setdefault("min_replicas", min_r)
-            params.setdefault("capacity_rps_per_replica", prof.capacity_rps_per_replica)
+            params.setdefault("capacity_rps_per_replica", self.view.capacity_rps_per_replica)
             params.setdefault("slots_per_replica", prof.slots)
             params.setdefault("wait_budget_s", self.view.wait_budget_s)
+            params.setdefault("slo_s", self.view.slo_s)
+            params.setdefault("slo_part_quantiles_s", self.view.slo_part_quantiles_s)
+            params.setdefault("service_scv", self.view.service_scv)
             params.setdefault("tick_s", cfg.tick_s)
             pcfg = PredictiveConfig(**params)
             self.predictive = PredictivePolicy(pcfg)
@@ -131,6 +134,7 @@ class Replay:
                 pcfg.forecaster, step_s=cfg.pipeline.history_step_s,
                 refit_every_s=cfg.refit_every_s, window_s=cfg.history_window_s)
             self._fed_until_s = -math.inf
+            self._last_forecast: Any = None
             self.params = dict(self.predictive.params)
             self.params.update({BESIDE_HPA_PREFIX + k: v
                                 for k, v in HPAPolicy(self.hpa_cfg).params.items()})
@@ -151,7 +155,7 @@ class Replay:
 
     def initial_replicas(self) -> int:
         rate = self.view.initial_rate_rps()
-        cap = self.profile.capacity_rps_per_replica
+        cap = self.view.capacity_rps_per_replica
         if self.predictive is not None:
             n = size_for(self.predictive.config, rate)
         elif self.hpa_cfg is not None:
@@ -183,7 +187,7 @@ class Replay:
         self._arrivals_at_tick = serving.arrived
         demand = arrived_now / self.cfg.tick_s
         ready = len(self._rid)
-        if demand > ready * self.profile.capacity_rps_per_replica:
+        if demand > ready * self.view.capacity_rps_per_replica:
             self._under_s += self.cfg.tick_s
         floor = 0
         if self._oracle_need is None:
@@ -213,7 +217,8 @@ class Replay:
             now_s=t_s, rate_rps=rate, rate_history=history or Series(np.zeros(0), 60.0),
             pods=pods, spec_replicas=self.cluster.spec_replicas, ready_replicas=ready,
             hpa_replicas=self.hpa_replicas, lead_time_s=lead + cfg.tick_s,
-            metrics_age_s=(t_s - newest) if newest is not None else math.inf)
+            metrics_age_s=(t_s - newest) if newest is not None else math.inf,
+            rate_window_s=cfg.pipeline.rate_window_s)
 
     def _lead_time_s(self) -> float:
         """High quantile of the measured start-to-ready times (last 50), else the default."""
@@ -246,21 +251,31 @@ class Replay:
         return floor or 0
 
     def _forecast(self, obs: Observation, t_s: float) -> Any:
-        """Feed the forecaster the history samples it has not seen, then forecast."""
+        """Feed the forecaster the history samples it has not seen, then forecast.
+
+        The history moves one step per history_step_s (4 ticks): between new samples the last
+        forecast still holds (its steps are absolute times), so it is reused.
+        """
         history = obs.rate_history
         step = history.step_s
+        horizon = max(1, int(math.ceil((t_s - history.end_s + obs.lead_time_s
+                                        + 2 * self.cfg.tick_s) / step)) + 1)
+        cached = self._last_forecast
+        if (history.end_s <= self._fed_until_s and cached is not None
+                and cached.start_s + cached.horizon_steps * step
+                >= t_s + obs.lead_time_s + self.cfg.tick_s):
+            return cached
         if history.end_s > self._fed_until_s:
             unseen_s = min(history.end_s - self._fed_until_s, len(history) * step)
             new = int(round(unseen_s / step))
             self.forecaster.observe(history.values[len(history) - new:], history.end_s)
             self._fed_until_s = history.end_s
-        horizon = max(1, int(math.ceil((t_s - history.end_s + obs.lead_time_s
-                                        + 2 * self.cfg.tick_s) / step)) + 1)
         try:
-            return self.forecaster.forecast(t_s, horizon)
+            self._last_forecast = self.forecaster.forecast(t_s, horizon)
         except Exception as exc:  # noqa: BLE001 - a broken forecast must hold, not end the run
             self.reasons[f"forecast error: {type(exc).__name__}"] += 1
-            return None
+            self._last_forecast = None
+        return self._last_forecast
 
     # -- run -------------------------------------------------------------------------------
     def run(self) -> PolicyResult:

@@ -164,9 +164,7 @@ class FastServing(_HistogramMixin):
 
     def __init__(self, view: WorkloadView, config: ReplayConfig) -> None:
         prof = view.profile
-        occ = view.occupancy_sample_s
-        scv = float(occ.var() / occ.mean() ** 2)
-        self.fluid = FluidServer(prof.slots, prof.service_mean_s, scv, view.slo_s,
+        self.fluid = FluidServer(prof.slots, view.service_mean_s, view.service_scv, view.slo_s,
                                  view.slo_component_sample_s, routing=config.routing)
         self.per_s = counts_per_second(view.trace, view.start_s, view.end_s)
         self.cum = np.concatenate(([0.0], np.cumsum(self.per_s)))

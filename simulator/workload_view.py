@@ -52,14 +52,55 @@ class WorkloadView:
         return max(0.1 * self.slo_s, self.slo_s - q90)
 
     @functools.cached_property
+    def _service_sample(self) -> tuple[np.ndarray, np.ndarray]:
+        """A fixed seeded sample of (slot occupancy, SLO-counted service) for the models.
+
+        A trace that carries its own token counts is sampled from them (that is the workload
+        the replicas will serve, and what an operator would measure); otherwise the profile's
+        own service model (its token mix for LLM profiles).
+        """
+        rng = np.random.default_rng(12345)
+        n = 20_000
+        trace = self.trace
+        if trace.has_tokens and trace.arrivals_s is not None and trace.arrivals_s.size:
+            idx = rng.integers(0, trace.arrivals_s.size, n)
+            assert trace.prompt_tokens is not None and trace.output_tokens is not None
+            sample = self.profile.sample_service(rng, n, trace.prompt_tokens[idx],
+                                                 trace.output_tokens[idx])
+        else:
+            sample = self.profile.sample_service(rng, n)
+        return sample.occupancy_s, sample.slo_s
+
+    @property
+    def occupancy_sample_s(self) -> np.ndarray:
+        return self._service_sample[0]
+
+    @property
     def slo_component_sample_s(self) -> np.ndarray:
-        """A fixed seeded sample of the service part counted by the SLO (for models)."""
-        return self.profile.sample_service(np.random.default_rng(12345), 20_000).slo_s
+        return self._service_sample[1]
 
     @functools.cached_property
-    def occupancy_sample_s(self) -> np.ndarray:
-        """A fixed seeded sample of slot occupancy (for models)."""
-        return self.profile.sample_service(np.random.default_rng(12345), 20_000).occupancy_s
+    def service_mean_s(self) -> float:
+        """Mean slot occupancy of this workload on this profile."""
+        if self.trace.has_tokens or self.profile.service.kind == "tokens":
+            return float(self.occupancy_sample_s.mean())
+        return self.profile.service_mean_s
+
+    @property
+    def capacity_rps_per_replica(self) -> float:
+        """Requests/s one replica serves with every slot busy, for this workload."""
+        return self.profile.slots / self.service_mean_s
+
+    @functools.cached_property
+    def slo_part_quantiles_s(self) -> tuple[float, ...]:
+        """64 quantiles (midpoints) of the SLO-counted service part, for the sizing model."""
+        probs = (np.arange(64) + 0.5) / 64
+        return tuple(float(x) for x in np.quantile(self.slo_component_sample_s, probs))
+
+    @property
+    def service_scv(self) -> float:
+        occ = self.occupancy_sample_s
+        return float(occ.var() / occ.mean() ** 2)
 
     @property
     def default_lead_time_s(self) -> float:
@@ -83,7 +124,7 @@ class WorkloadView:
     def seed_store(self, store: ScrapeStore, ready_pods: int) -> None:
         """Fill the store's warm slots with what Prometheus had before the replay started."""
         rate = self.initial_rate_rps()
-        busy_per_s = min(rate * self.profile.service_mean_s, ready_pods * self.profile.slots)
+        busy_per_s = min(rate * self.service_mean_s, ready_pods * self.profile.slots)
         for i in range(store.warm + 1):
             t = store.time_of(i)
             back = self.start_s - t

@@ -199,3 +199,21 @@ def test_the_seed_reaches_the_simulator_not_only_the_workload(tmp_path):
     first = _summary(0, ("hpa", "oracle"), path)
     assert _summary(0, ("hpa", "oracle"), path) == first
     assert _summary(5, ("hpa", "oracle"), path) != first
+
+
+def test_a_policy_result_does_not_depend_on_the_others_in_the_run():
+    """Replays share the workload view: none may leak state into the next."""
+    def records(policies: tuple[str, ...]) -> dict[str, str]:
+        comparison, _ = run_comparison(SimulationRequest(
+            workload="flash-crowd", duration_s=3 * 3600.0, policies=policies))
+        out = {}
+        for r in [*comparison.results, comparison.oracle]:
+            summary = {k: v for k, v in r.summary().items()
+                       if k not in ("wall_s", "cost_vs_oracle")}
+            out[r.policy] = json.dumps(summary, sort_keys=True, default=float)
+        return out
+
+    alone = records(("predictive",))
+    together = records(("hpa", "oracle", "predictive"))
+    assert together["predictive"] == alone["predictive"]
+    assert together["oracle"] == alone["oracle"]
