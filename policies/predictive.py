@@ -69,8 +69,11 @@ class PredictiveConfig:
     tick_s: float = 15.0
     """Control interval, added to the lead time [15 s]."""
     scale_down_window_s: float | None = None
-    """The floor is the largest need seen over this window; None: two lead times (a pod that
-    will be needed again within about two cold starts is cheaper kept than restarted) [None]."""
+    """The floor is the largest need seen over this window; None: scale_down_window_leads lead
+    times [None]."""
+    scale_down_window_leads: float = 2.0
+    """Scale-down window in lead times when scale_down_window_s is None: a pod needed again
+    within about a cold start is cheaper kept than restarted [2.0]."""
     scale_down_max_fraction: float = 0.1
     """Largest share of the floor removed in one tick (at least one replica) [0.1]."""
     surge_margin: float = 0.2
@@ -219,7 +222,7 @@ class PredictivePolicy:
                 planned_rps, reason = reactive_rps, "surge" if surging else "trend"
         need = min(max(size_for(cfg, planned_rps), cfg.min_replicas), cfg.max_replicas)
         window_s = (cfg.scale_down_window_s if cfg.scale_down_window_s is not None
-                    else 2.0 * lead_s)
+                    else cfg.scale_down_window_leads * lead_s)
         needs = tuple((t, n) for t, n in state.needs if t > now_s - window_s)
         needs += ((now_s, need),)
         stabilized = max(n for _, n in needs)
