@@ -212,7 +212,14 @@ class PredictivePolicy:
             surging = state.surge.active
         planned_rps = max(forecast.max_over(cfg.quantile, now_s, horizon_end_s), rate)
         reason = "forecast"
-        if surging or cfg.trend_floor:
+        # The trend floor is for ramps the forecast lags: where the forecast's median already
+        # has the observed rate (a recurring peak it learned), extrapolating would overshoot.
+        seen_at_s = now_s - obs.metrics_age_s - obs.rate_window_s / 2
+        median = forecast.quantile(0.5)
+        i_seen = min(len(median) - 1, max(0, int((seen_at_s - forecast.start_s)
+                                                 // forecast.step_s)))
+        lagging = rate > float(median[i_seen])
+        if surging or (cfg.trend_floor and lagging):
             # the surge path follows the last 45 s, the trend floor the last 2 minutes;
             # extrapolate from the centre of the rate window to the end of the lead window
             recent = rates[-3:] if surging else rates
