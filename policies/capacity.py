@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 _CEIL_EPS = 1e-9
 
@@ -106,21 +107,10 @@ def min_servers_for_slo(
         return 0
     a = arrival_rps * service_mean_s
     mu = 1.0 / service_mean_s
-    replicas = int(a // servers_per_replica) + 1  # first count with a < c
-    b = erlang_b(0, a)
-    c = 0
-    while True:
-        target_c = replicas * servers_per_replica
-        while c < target_c:
-            c += 1
-            b = a * b / (c + a * b)
-        if a < c:
-            p = _erlang_c_from_b(c, a, b) * math.exp(
-                -(c * mu - arrival_rps) * max(0.0, wait_budget_s)
-            )
-            if p <= max_miss:
-                return replicas
-        replicas += 1
+    for replicas, c, wait_p in _stable_counts(a, servers_per_replica):
+        if wait_p * math.exp(-(c * mu - arrival_rps) * max(0.0, wait_budget_s)) <= max_miss:
+            return replicas
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def min_replicas_for_attainment(
@@ -154,17 +144,22 @@ def min_replicas_for_attainment(
     k = (1.0 + service_scv) / 2.0
     a = arrival_rps * service_mean_s
     mu = 1.0 / service_mean_s
-    replicas = int(a // servers_per_replica) + 1
-    b = erlang_b(0, a)
-    c = 0
+    for replicas, c, wait_p in _stable_counts(a, servers_per_replica):
+        decay = (c * mu - arrival_rps) / k
+        if wait_p * weight * sum(math.exp(-decay * x) for x in slack) <= max_miss:
+            return replicas
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _stable_counts(a: float, servers_per_replica: int) -> Iterator[tuple[int, int, float]]:
+    """(replicas, servers, Erlang C) for every replica count with load below the servers, from
+    the smallest up, extending the Erlang B recursion one server at a time (linear cost)."""
+    replicas = int(a // servers_per_replica) + 1  # first count with a < c
+    b, c = 1.0, 0
     while True:
-        target_c = replicas * servers_per_replica
-        while c < target_c:
+        while c < replicas * servers_per_replica:
             c += 1
             b = a * b / (c + a * b)
         if a < c:
-            decay = (c * mu - arrival_rps) / k
-            added = _erlang_c_from_b(c, a, b) * weight * sum(math.exp(-decay * x) for x in slack)
-            if added <= max_miss:
-                return replicas
+            yield replicas, c, _erlang_c_from_b(c, a, b)
         replicas += 1

@@ -31,7 +31,6 @@ from policies.capacity import (
 )
 from policies.types import Decision, Observation
 
-
 BESIDE_HPA_TARGET_UTILIZATION = 0.9
 """Default target of the HPA that runs beside the floor in the simulator: with the floor buying
 capacity ahead of the forecast, the HPA is the safety net for what the forecast missed."""

@@ -14,6 +14,7 @@ from forecasting.capacity_model import learn_capacity
 from policies.capacity import (
     erlang_b,
     erlang_c_wait_probability,
+    min_replicas_for_attainment,
     min_servers_for_slo,
     mmc_mean_wait_s,
     mmc_wait_exceeds_prob,
@@ -200,3 +201,33 @@ def test_nan_rows_are_skipped() -> None:
     fit = learn_capacity(rate, ready, util)
     assert fit.n_points == 300 - len(range(0, 300, 7))
     assert fit.capacity_rps_per_replica == pytest.approx(40.0, rel=0.03)
+
+
+@pytest.mark.parametrize(
+    ("rate", "mean_s", "slots", "slo_s", "max_miss"),
+    [
+        pytest.param(50.0, 0.04, 4, 0.2, 1e-3, id="small-model-light"),
+        pytest.param(1000.0, 0.04, 4, 0.2, 1e-3, id="small-model-heavy"),
+        pytest.param(5.0, 7.0, 32, 1.5, 1e-3, id="llm-like"),
+        pytest.param(300.0, 0.1, 1, 0.5, 1e-2, id="one-slot"),
+    ],
+)
+def test_attainment_sizing_with_instant_service_is_the_wait_rule(
+        rate: float, mean_s: float, slots: int, slo_s: float, max_miss: float) -> None:
+    """With an SLO-counted service of 0 and exponential service (scv 1), the added miss share
+    is exactly P(wait > slo): the two sizing rules must agree."""
+    assert min_replicas_for_attainment(rate, mean_s, slots, slo_s, (0.0,), max_miss, 1.0) == \
+        min_servers_for_slo(rate, mean_s, slots, slo_s, max_miss)
+
+
+def test_attainment_sizing_ignores_requests_no_capacity_can_save() -> None:
+    """If every request's own service exceeds the SLO, queueing adds no miss: the smallest
+    stable count (load below the slots) is enough."""
+    # 100 req/s x 0.04 s = 4 Erlangs on 4-slot replicas: 2 replicas is the first with a < c
+    assert min_replicas_for_attainment(100.0, 0.04, 4, 0.01, (0.05, 0.06), 1e-6) == 2
+
+
+def test_attainment_sizing_needs_more_for_slower_service_parts() -> None:
+    fast = min_replicas_for_attainment(800.0, 0.04, 4, 0.25, (0.01,) * 4, 1e-3)
+    slow = min_replicas_for_attainment(800.0, 0.04, 4, 0.25, (0.2,) * 4, 1e-3)
+    assert slow > fast
