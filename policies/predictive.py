@@ -233,8 +233,10 @@ class PredictivePolicy:
         needs += ((now_s, need),)
         stabilized = max(n for _, n in needs)
         floor = self._bounded(stabilized, state.floor)
-        if surging and state.floor is not None:
-            floor = max(floor, state.floor)  # no scale-down while a surge lasts (KPA's panic)
+        if surging and rate > state.band_upper_rps and state.floor is not None:
+            # no scale-down while the rate is still above the band (KPA's panic mode); once it
+            # is back inside, the usual bounded scale-down applies while the flag settles
+            floor = max(floor, state.floor)
         if state.floor is not None and floor > state.floor:
             reason = {"surge": "surge-scale-up", "trend": "trend-scale-up"}.get(
                 reason, "lead-time-scale-up")
