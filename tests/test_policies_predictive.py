@@ -152,3 +152,23 @@ def decision_state_before(p: PredictivePolicy, rates: list[float], hpa: list[int
         _, state = p.decide(obs(t, rate=rates[j], hpa=hpa[j]), forecast([rates[j]] * 6, start_s=t),
                             state, t)
     return state
+
+
+def test_after_a_burst_the_floor_comes_down_while_the_surge_flag_settles() -> None:
+    """No scale-down while the rate is above the band (panic); once it is back inside, the
+    bounded scale-down resumes even though the surge flag stays up for surge_hold_s."""
+    p = policy(scale_down_window_s=30.0, surge_hold_s=3600.0)
+    state = p.initial_state()
+    floors, surging = [], []
+    rates = [100.0] * 4 + [2000.0] * 6 + [100.0] * 20
+    for k, rate in enumerate(rates):
+        t = 15.0 * k
+        decision, state = p.decide(obs(t, rate=rate), forecast([100.0] * 10, start_s=t),
+                                   state, t)
+        floors.append(decision.floor)
+        surging.append(decision.details["surge"])
+    peak = max(floors)
+    assert peak >= 2000 / 80  # the burst was bought
+    assert all(surging[12:])  # the flag is still settling at the end...
+    assert floors[-1] < peak  # ...but the floor has come down
+    assert floors[9] == peak or floors[9] >= floors[8]  # no scale-down while above the band
