@@ -197,11 +197,12 @@ class PredictivePolicy:
         lead_s = cfg.lead_time_s if cfg.lead_time_s is not None else obs.lead_time_s
         horizon_end_s = now_s + lead_s + cfg.tick_s
         stale = obs.rate_rps is None or obs.metrics_age_s > cfg.stale_after_s
-        if stale or forecast is None:
-            return self._hold(obs, state, now_s, "hold: metrics stale" if stale
-                              else "hold: no forecast")
+        if stale:
+            return self._hold(obs, state, now_s, "hold: metrics stale")
         rate = float(obs.rate_rps or 0.0)
         rates = (state.prev_rates + (rate,))[-8:]
+        if forecast is None:
+            return self._react_without_forecast(obs, state, now_s, rate, rates, horizon_end_s)
         surge_state = state.surge
         if abs(now_s - state.band_time_s) < cfg.tick_s / 2:  # the band made for this tick
             signal, surge_state = detect_surge(rate, state.band_upper_rps, state.surge,
@@ -267,6 +268,24 @@ class PredictivePolicy:
             return target
         step = max(1, math.floor(previous * self.config.scale_down_max_fraction))
         return max(target, previous - step)
+
+    def _react_without_forecast(self, obs: Observation, state: PredictiveState, now_s: float,
+                                rate: float, rates: tuple[float, ...], horizon_end_s: float
+                                ) -> tuple[Decision, PredictiveState]:
+        """No forecast (no history yet, or the model failed) but fresh metrics: hold the floor
+        as on stale data, and still raise it for the observed rate and its trend."""
+        decision, held = self._hold(obs, state, now_s, "hold: no forecast")
+        trend = _trend_rps_per_s(rates, self.config.tick_s) * (
+            horizon_end_s - now_s + obs.metrics_age_s + obs.rate_window_s / 2)
+        need = min(size_for(self.config, rate + trend), self.config.max_replicas)
+        held = replace(held, prev_rates=rates)
+        if decision.floor is None or need <= decision.floor:
+            return decision, held
+        floor = need
+        replicas = min(max(floor, obs.hpa_replicas or 0), self.config.max_replicas)
+        return Decision(replicas=replicas, reason="reactive: no forecast", floor=floor,
+                        details={**decision.details, "floor": floor, "planned_rps": rate + trend,
+                                 "observed_rps": rate}), replace(held, floor=floor)
 
     def _hold(self, obs: Observation, state: PredictiveState, now_s: float,
               reason: str) -> tuple[Decision, PredictiveState]:

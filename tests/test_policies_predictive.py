@@ -93,7 +93,7 @@ def test_missing_forecast_holds_then_hands_back_gradually() -> None:
     assert floors[0] == 20 and floors[59] == 20  # held for 900 s
     assert floors[60] == 18 and floors[61] == 17  # then one bounded step per tick
     assert all(a - b <= max(1, math.floor(a * 0.1)) for a, b in zip(floors, floors[1:], strict=False))
-    assert floors[-1] == 1
+    assert floors[-1] == 2  # back down to what the observed 100 req/s needs (100 / 80)
 
 
 def test_surge_above_the_band_takes_the_reactive_path() -> None:
@@ -172,3 +172,12 @@ def test_after_a_burst_the_floor_comes_down_while_the_surge_flag_settles() -> No
     assert all(surging[12:])  # the flag is still settling at the end...
     assert floors[-1] < peak  # ...but the floor has come down
     assert floors[9] == peak or floors[9] >= floors[8]  # no scale-down while above the band
+
+
+def test_without_a_forecast_the_floor_holds_but_still_rises_for_observed_demand() -> None:
+    p = policy()
+    state = PredictiveState(floor=5)
+    low, state = p.decide(obs(0.0, rate=100.0), None, state, 0.0)
+    assert low.floor == 5 and low.reason == "hold: no forecast"  # never dropped on no forecast
+    high, state = p.decide(obs(15.0, rate=1600.0), None, state, 15.0)
+    assert high.floor == math.ceil(1600 / 80) and high.reason == "reactive: no forecast"
