@@ -14,6 +14,7 @@ from forecasting.errors import ForecastError
 from policies.registry import PolicySpecError
 from simulator.errors import SimulatorError
 
+
 class OneLineErrors(TyperCommand):
     """Usage errors (bad option values, unknown options) as one line, no usage box."""
 
