@@ -184,6 +184,79 @@ def _ctab_at(ctab, servers, rho_max, i):
     return v
 
 
+@njit(cache=True)
+def _trial(n, block, slots, pooled, ctab2d, f_tab, h_tab, s_q, params, state, scratch, trial,
+           arrivals, min_share, max_miss):
+    """Run one interval with n replicas on a copy of the state; True if it meets the SLO."""
+    trial[:] = state
+    n_eff = n * slots if pooled else slots
+    row = min(n if pooled else 1, ctab2d.shape[0] - 1)
+    before = trial[_WITHIN]
+    _fluid_kernel(block, n * slots, n_eff, ctab2d[row], f_tab, h_tab, s_q, params, scratch,
+                  trial)
+    return arrivals <= 0.0 or trial[_WITHIN] - before >= (min_share - max_miss) * arrivals
+
+
+@njit(cache=True)
+def _search_need(per_s, k_s, slots, pooled, ctab2d, f_tab, h_tab, s_q, params, state,
+                 scratch, max_replicas, min_share, max_miss):
+    """Per interval of k_s steps, the fewest replicas (at least min(previous, the 100 %
+    utilization count), at least 1) whose fluid trial keeps the interval's within-SLO share
+    >= min_share - max_miss; max_replicas when none does. The chosen trial's state carries on.
+    The share only grows with the count, so the search gallops up from the previous interval's
+    count or bisects below it."""
+    n_int = (per_s.shape[0] + k_s - 1) // k_s
+    need = np.zeros(n_int, dtype=np.int64)
+    trial = state.copy()
+    best = state.copy()
+    previous = 0
+    for k in range(n_int):
+        block = per_s[k * k_s:min(per_s.shape[0], (k + 1) * k_s)]
+        arrivals = 0.0
+        for x in block:
+            arrivals += x
+        floor = int(math.floor(arrivals / max(1, block.shape[0]) * params[0] / slots))
+        low = max(1, min(previous, floor) if previous > 0 else floor)
+        low = min(low, max_replicas)
+        n0 = min(max(previous, low), max_replicas) if previous > 0 else low
+        ok = _trial(n0, block, slots, pooled, ctab2d, f_tab, h_tab, s_q, params, state,
+                    scratch, trial, arrivals, min_share, max_miss)
+        if ok or n0 >= max_replicas:
+            best[:] = trial
+            lo, hi = low - 1, n0
+            if n0 - 1 >= low:  # most often the answer is the previous count or one less
+                if _trial(n0 - 1, block, slots, pooled, ctab2d, f_tab, h_tab, s_q, params,
+                          state, scratch, trial, arrivals, min_share, max_miss):
+                    hi = n0 - 1
+                    best[:] = trial
+                else:
+                    lo = n0 - 1
+        else:
+            lo, step, hi = n0, 1, -1
+            while hi < 0:
+                cand = min(max_replicas, n0 + step)
+                ok = _trial(cand, block, slots, pooled, ctab2d, f_tab, h_tab, s_q, params,
+                            state, scratch, trial, arrivals, min_share, max_miss)
+                if ok or cand >= max_replicas:
+                    hi = cand
+                    best[:] = trial
+                else:
+                    lo = cand
+                    step *= 2
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if _trial(mid, block, slots, pooled, ctab2d, f_tab, h_tab, s_q, params, state,
+                      scratch, trial, arrivals, min_share, max_miss):
+                hi = mid
+                best[:] = trial
+            else:
+                lo = mid
+        state[:] = best
+        previous = hi
+        need[k] = hi
+    return need
+
+
 def erlang_c_table(servers: int, rho_max: float, points: int = 2049) -> np.ndarray:
     """P(wait > 0) in M/M/servers on a utilization grid over [0, rho_max], filled lazily.
 
@@ -256,6 +329,20 @@ class FluidServer:
                       self._f_tab, self._h_tab, self._s_q, self._params, self.histogram.counts,
                       self._state)  # fmt: skip
         return float(self._state[_B])
+
+    def search_need(self, per_s: np.ndarray, interval_s: float, max_replicas: int,
+                    max_miss: float) -> np.ndarray:
+        """The oracle's search (see simulator/oracle_need.py), compiled: per interval the fewest
+        replicas that keep its requests within the SLO, starting from the queue left before."""
+        # lazily filled Erlang C rows, one per replica count (random routing: one row)
+        ctab2d = np.full((int(max_replicas) + 1, 2049), np.nan)
+        scratch = np.zeros_like(self.histogram.counts)
+        params = self._params.copy()
+        params[4] = 0.0  # trials feed no latency histogram: skip its samples
+        return _search_need(np.asarray(per_s, dtype=np.float64), int(round(interval_s)),
+                            self.slots_per_replica, self._pooled, ctab2d, self._f_tab,
+                            self._h_tab, self._s_q, params, self._state.copy(), scratch,
+                            int(max_replicas), self.f_slo, float(max_miss))
 
     def fork(self) -> FluidServer:
         """A copy for what-if trials: same tables, own state, a scratch latency histogram."""

@@ -17,7 +17,6 @@ import math
 
 import numpy as np
 
-from simulator.arrivals import counts_per_second
 from simulator.fluid import FluidServer
 from simulator.serve_modes import RequestStream, serving_seeds
 from simulator.serving import RequestServer
@@ -75,24 +74,5 @@ def need_fast(view: WorkloadView, interval_s: float, max_miss: float, max_replic
     prof = view.profile
     fluid = FluidServer(prof.slots, view.service_mean_s, view.service_scv, view.slo_s,
                         view.slo_component_sample_s, routing=routing)
-    per_s = counts_per_second(view.trace, view.start_s, view.end_s)
-    k_s = int(round(interval_s))
-    n_int = int(math.ceil(per_s.size / k_s))
-    need = np.zeros(n_int, dtype=np.int64)
-    previous = 0
-    f_slo = fluid.f_slo
-    for k in range(n_int):
-        block = per_s[k * k_s:(k + 1) * k_s]
-        arrivals = float(block.sum())
-        n = _start_count(arrivals / max(1, block.size), view, previous)
-        while True:
-            trial = fluid.fork()
-            before = trial.within_slo
-            trial.step(block, n)
-            ok = arrivals <= 0 or trial.within_slo - before >= (f_slo - max_miss) * arrivals
-            if ok or n >= max_replicas:
-                break
-            n += 1
-        fluid, previous = trial, n
-        need[k] = n
-    return need
+    per_s = view.per_second
+    return fluid.search_need(per_s, interval_s, max_replicas, max_miss)

@@ -281,23 +281,50 @@ class Replay:
     def run(self) -> PolicyResult:
         cfg = self.cfg
         if self._oracle_need is not None:
+            # The oracle decides nothing at run time: its pods follow the plan, so the replay
+            # only has pod events, and the per-tick figures are read off afterwards.
             self._schedule_oracle()
         else:
             initial = self.initial_replicas()
             self.cluster.start_ready(initial, cfg.start_s)
             self.view.seed_store(self.store, initial)
-        self.engine.every(cfg.start_s + cfg.tick_s, cfg.tick_s, self._tick, cfg.end_s)
+            self.engine.every(cfg.start_s + cfg.tick_s, cfg.tick_s, self._tick, cfg.end_s)
         self.engine.run(cfg.end_s)
         self.serving.finish()
         self.cluster.finish(cfg.end_s)
+        if self._oracle_need is not None:
+            self._trace_from_timeline()
+            if self._progress is not None:
+                self._progress(cfg.end_s)
         return self._result()
+
+    def _trace_from_timeline(self) -> None:
+        """Per-tick ready/total pods (from the cluster's timeline) and true demand."""
+        cfg = self.cfg
+        ticks = cfg.start_s + cfg.tick_s * np.arange(1, int(np.ceil(cfg.duration_s
+                                                                    / cfg.tick_s - 1e-9)))
+        times = np.array([t for t, _, _ in self.cluster.timeline])
+        at = np.searchsorted(times, ticks, side="right") - 1
+        ready = np.array([r for _, r, _ in self.cluster.timeline])[at]
+        total = np.array([n for _, _, n in self.cluster.timeline])[at]
+        per_s = self.view.per_second
+        k = int(round(cfg.tick_s))
+        cum = np.concatenate(([0.0], np.cumsum(per_s)))
+        idx = np.minimum((ticks - cfg.start_s).astype(int), per_s.size)
+        demand = (cum[idx] - cum[np.maximum(idx - k, 0)]) / cfg.tick_s
+        self._under_s = float(np.sum(demand > ready * self.view.capacity_rps_per_replica)
+                              * cfg.tick_s)
+        self._trace_t = ticks.tolist()
+        self._trace = list(zip(ready.tolist(), total.tolist(), demand.tolist(),
+                               [0] * len(ticks), strict=True))
 
     def _schedule_oracle(self) -> None:
         cfg = self.cfg
         need = self._oracle_need
         assert need is not None
+        runs = int(need[0]) + int(np.maximum(np.diff(need), 0).sum())  # pods the plan starts
         draws = self.profile.sample_cold_start_s(
-            np.random.default_rng(cold_start_seed(cfg.seed)), int(need.sum()) + 16)
+            np.random.default_rng(cold_start_seed(cfg.seed)), runs + 16)
         plan = plan_pods(need, cfg.tick_s, cfg.start_s, draws)
         for planned in plan:
             created = max(planned.created_s, cfg.start_s)

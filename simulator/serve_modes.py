@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from simulator.arrivals import counts_per_second, iter_arrival_chunks
+from simulator.arrivals import iter_arrival_chunks
 from simulator.fluid import FluidServer
 from simulator.latency import LatencyHistogram
 from simulator.serving import RequestServer
@@ -166,7 +166,7 @@ class FastServing(_HistogramMixin):
         prof = view.profile
         self.fluid = FluidServer(prof.slots, view.service_mean_s, view.service_scv, view.slo_s,
                                  view.slo_component_sample_s, routing=config.routing)
-        self.per_s = counts_per_second(view.trace, view.start_s, view.end_s)
+        self.per_s = view.per_second
         self.cum = np.concatenate(([0.0], np.cumsum(self.per_s)))
         self.start_s = view.start_s
         self._i = 0

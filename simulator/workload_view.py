@@ -113,8 +113,15 @@ class WorkloadView:
         hi = lo + 60.0 if lo >= self.start_s else self.start_s
         return float(self.trace.total_requests(lo, hi) / (hi - lo))
 
-    def peak_rate_rps(self) -> float:
+    @functools.cached_property
+    def per_second(self) -> np.ndarray:
+        """True arrivals in each second of the replay window (read-only; the oracle's view)."""
         per_s = counts_per_second(self.trace, self.start_s, self.end_s)
+        per_s.flags.writeable = False
+        return per_s
+
+    def peak_rate_rps(self) -> float:
+        per_s = self.per_second
         if per_s.size < 60:
             return float(per_s.max(initial=0.0))
         minutes = per_s[: per_s.size // 60 * 60].reshape(-1, 60).mean(axis=1)
