@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(BIN)/autoscaler simulate --workload batch-peaks --start 21600 --report report
 
 test: $(STAMP)
+	bash scripts/ensure-prometheus.sh
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -n 2

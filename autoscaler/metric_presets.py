@@ -90,8 +90,14 @@ PRESETS: dict[str, ServerPreset] = {
             "vllm",
             "vllm:request_success_total",
             (
-                ("requests_running", "sum by ({by}) ({wrap_open}vllm:num_requests_running{m}{wrap_close})"),
-                ("requests_waiting", "sum by ({by}) ({wrap_open}vllm:num_requests_waiting{m}{wrap_close})"),
+                (
+                    "requests_running",
+                    "sum by ({by}) ({wrap_open}vllm:num_requests_running{m}{wrap_close})",
+                ),
+                (
+                    "requests_waiting",
+                    "sum by ({by}) ({wrap_open}vllm:num_requests_waiting{m}{wrap_close})",
+                ),
             ),
         ),
         ServerPreset(
@@ -130,6 +136,7 @@ class MetricQueries:
     counter_resets: resets of the request counter in the rate window (None: not checked).
     last_sample: newest raw sample time of the counter, epoch seconds (None: not checked).
     extra: named extra signals.
+    split_labels: the (namespace, workload) label names results are split by.
     """
 
     request_rate: str
@@ -137,6 +144,7 @@ class MetricQueries:
     counter_resets: str | None = None
     last_sample: str | None = None
     extra: tuple[tuple[str, str], ...] = ()
+    split_labels: tuple[str, str] = ("namespace", "deployment")
 
     def all_queries(self) -> dict[str, str]:
         """kind -> query, for the kinds that are set."""
@@ -196,6 +204,7 @@ def counter_queries(
         counter_resets=f"sum by ({labels.by}) ({wo}resets({sel}[{w}]){wc})",
         last_sample=f"max by ({labels.by}) ({wo}timestamp({sel}){wc})",
         extra=tuple((name, t.format(**fmt)) for name, t in extra_templates),
+        split_labels=(labels.namespace, labels.workload),
     )
 
 
@@ -223,6 +232,14 @@ def preset_queries(
     )
 
 
-def custom_queries(request_rate: str, gpu_util: str | None = None) -> MetricQueries:
-    """User-written queries: read as given, no reset or sample-age checks."""
-    return MetricQueries(request_rate=request_rate, gpu_util=gpu_util)
+def custom_queries(
+    request_rate: str, gpu_util: str | None = None, *, labels: TargetLabels = TargetLabels()
+) -> MetricQueries:
+    """User-written queries: read as given, no reset or sample-age checks. A query shared by
+    several targets must group by `labels`; one owned by a single target may return one
+    unlabelled series."""
+    return MetricQueries(
+        request_rate=request_rate,
+        gpu_util=gpu_util,
+        split_labels=(labels.namespace, labels.workload),
+    )

@@ -9,6 +9,9 @@ import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
+# Shared fixtures of real components: Prometheus (started from the Debian package).
+pytest_plugins = ["tests.prom_fixtures"]
+
 
 def traces_dir() -> Path:
     """$AUTOSCALER_TRACES_DIR, default ../shared/traces beside the project."""
