@@ -9,8 +9,9 @@ import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
-# Shared fixtures of real components: Prometheus (started from the Debian package).
-pytest_plugins = ["tests.prom_fixtures"]
+# Shared fixtures of real components: Prometheus (from the Debian package) and the project's
+# own test Kubernetes API server (tests/kubeserver).
+pytest_plugins = ["tests.prom_fixtures", "tests.kubeserver_fixtures"]
 
 
 def traces_dir() -> Path:
