@@ -72,3 +72,9 @@ class WriteConflict(ActuationError):
     """The object changed under us (409 Conflict on resourceVersion); re-read and retry."""
 
     temporary = True
+
+
+class KubernetesUnavailable(ActuationError):
+    """The API server could not be reached or failed (connection, timeout, 5xx, 429)."""
+
+    temporary = True
