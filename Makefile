@@ -22,6 +22,7 @@ test: $(STAMP)
 	bash scripts/ensure-prometheus.sh
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -n 2
 
 bench: $(STAMP)

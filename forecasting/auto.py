@@ -268,6 +268,7 @@ class AutoForecaster(Forecaster):
                         best_body = (body_loss, cand, kind, z)
                     if best_upper is None or up_loss < best_upper[0]:
                         best_upper = (up_loss, cand, kind, z)
+            assert best_body is not None and best_upper is not None  # "last" always scores
             _, cand, kind, z = best_body
             self.body_.append(_Choice(cand, kind, np.sort(z)))
             _, cand, kind, z = best_upper

@@ -68,7 +68,8 @@ def collect_forecasts(
     qs = {lv: np.full((origins.size, hs.size), np.nan) for lv in levels}
     model: Forecaster | None = None
     fitted_at = seen = -(10**18)
-    for i, o in enumerate(origins):
+    for i, origin in enumerate(origins):
+        o = int(origin)
         if model is None or o - fitted_at >= refit_every_steps:
             lo = 0 if history_window_steps is None else max(0, o - history_window_steps)
             model = factory().fit(Series(y[lo:o], series.step_s, series.start_s + lo * series.step_s))
