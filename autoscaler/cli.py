@@ -110,6 +110,39 @@ def backtest(
     Console(width=None if sys.stdout.isatty() else 160).print(backtest_table(result))
 
 
+@app.command(cls=OneLineErrors)
+def record(
+    prometheus: Annotated[str, typer.Option(help="Prometheus base URL, e.g. http://127.0.0.1:9090")],
+    query: Annotated[str, typer.Option(help="PromQL rate query returning one series, e.g. sum(rate(x[2m]))")],
+    since: Annotated[str, typer.Option(help="how far back from --until: 30m, 6h, 7d")],
+    step: Annotated[str, typer.Option(help="trace interval, whole seconds: 15s, 60s, 5m")] = "60s",
+    until: Annotated[str, typer.Option(help="end of the window: now or an RFC 3339 time")] = "now",
+    fill_gaps: Annotated[str | None, typer.Option(help="fill missing steps: zero | linear (default: fail)")] = None,
+) -> None:
+    """Export a rate query as a `timestamp_s,requests` trace on stdout, for `simulate --trace`."""
+    import io
+    import time
+
+    from autoscaler.errors import AutoscalerError
+    from autoscaler.record import one_line, parse_duration_s, parse_time_s, rfc3339
+    from autoscaler.record import record as record_trace
+
+    now_s = time.time()  # the one clock read; everything below takes it as an argument
+    out = io.StringIO()
+    try:
+        since_s = parse_duration_s(since, "--since")
+        step_s = parse_duration_s(step, "--step")
+        until_s = parse_time_s(until, now_s, "--until")
+        rec = record_trace(out, prometheus, query, since_s=since_s, until_s=until_s,
+                           step_s=step_s, fill=fill_gaps)
+    except (AutoscalerError, ValueError) as e:
+        fail(one_line(e, prometheus))
+        return
+    sys.stdout.write(out.getvalue())
+    typer.echo(f"recorded {len(rec.values_rps)} steps of {step_s} s from {rfc3339(rec.start_s)} "
+               f"in {rec.queries} range query(ies)", err=True)
+
+
 def main() -> None:
     """Entry point: usage errors become one line too (no usage box, no traceback)."""
     try:
