@@ -1,0 +1,481 @@
+"""The control loop: one `tick(now_s)` gathers inputs for every target, decides, acts. Not pure.
+
+Rules:
+- Time enters only as `now_s` (epoch seconds): tests drive `tick` on a virtual clock; the
+  service calls it every `tick_s`. Fit durations are measured with a monotonic timer (a
+  measurement, never an input to a decision).
+- One tick: one `read_tick` for all targets, one incremental history extension for all, then
+  per target the cluster view (the workload's replicas, the HPA's own count, its pods for the
+  lead time), the forecast from the fitted model, `PredictivePolicy.decide`, and the actuator
+  (skipped when this replica is not the leader; in dry run the actuator computes the patch and
+  writes nothing). Refits are NOT part of the tick: `refit_due(now_s)` / `refit(key, now_s)`
+  let the service run them as separate jobs, spread over the refit interval.
+- Failure is safe and loud (STYLE rule 10): stale or missing metrics, no model or a failed fit
+  reach the policy as None inputs and it holds the floor; an exception in one target is logged,
+  counted and recorded as the decision's reason, keeps the last safe state, and never stops the
+  other targets or the loop. Every decision is a `DecisionRecord` in a bounded per-target log
+  and a count by reason in the controller's metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from autoscaler.errors import ActuationError, MetricsError
+from autoscaler.kube_actuator import USER_MIN_ANNOTATION, ActuatorTarget, KubeActuator, call_api
+from autoscaler.lead_time import LeadTimeTracker, label_selector
+from autoscaler.metric_presets import (
+    MetricQueries,
+    TargetLabels,
+    custom_queries,
+    preset_queries,
+)
+from autoscaler.metrics import ControllerMetrics
+from autoscaler.prometheus_source import (
+    HistoryReport,
+    MetricTarget,
+    PrometheusSource,
+    TargetRef,
+    TickReading,
+)
+from autoscaler.settings import TargetConfig
+from forecasting.online import OnlineForecaster
+from forecasting.types import Forecast, Series
+from policies.predictive import PredictivePolicy
+from policies.types import Decision, Observation, PodMetrics
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LOG_SIZE = 500
+RATE_WINDOW_S = 120.0  # the presets' rate() window; the policy dates the rate by its centre
+TargetKey = tuple[str, str, str]  # (namespace, kind, name)
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """What the API server shows for one target at this tick.
+
+    spec_replicas / ready_replicas: the workload's spec.replicas and status.readyReplicas.
+    hpa_replicas: the HPA's status.desiredReplicas (None: no HPA, or it has no status yet).
+    user_min: the HPA's minReplicas as the user set it (the annotation the actuator keeps
+        while it raises the floor, else spec.minReplicas); None without an HPA.
+    pods: the workload's pods (official-client objects), for the lead time.
+    """
+
+    spec_replicas: int
+    ready_replicas: int
+    hpa_replicas: int | None
+    user_min: int | None
+    pods: Sequence[Any] = ()
+
+
+class ClusterReader:
+    """Reads workloads, their HPA and pods through the official client (get/list only)."""
+
+    def __init__(self, api_client: Any) -> None:
+        import kubernetes.client as k8s
+
+        self._apps = k8s.AppsV1Api(api_client)
+        self._autoscaling = k8s.AutoscalingV2Api(api_client)
+        self._core = k8s.CoreV1Api(api_client)
+
+    def read(self, target: TargetConfig) -> ClusterState:
+        where = f"{target.namespace}/{target.name}"
+        read = (self._apps.read_namespaced_stateful_set if target.kind == "StatefulSet"
+                else self._apps.read_namespaced_deployment)
+        workload = call_api(f"get {where}", lambda: read(target.name, target.namespace))
+        hpas = call_api(f"list HPAs for {where}", lambda: self._autoscaling
+                        .list_namespaced_horizontal_pod_autoscaler(target.namespace))
+        hpa = next((h for h in hpas.items if (target.hpa and h.metadata.name == target.hpa) or (
+            not target.hpa and h.spec.scale_target_ref.kind == target.kind
+            and h.spec.scale_target_ref.name == target.name)), None)
+        selector = label_selector(workload.spec.selector)
+        pods = call_api(f"list pods of {where}", lambda: self._core.list_namespaced_pod(
+            target.namespace, label_selector=selector)).items
+        hpa_replicas = user_min = None
+        if hpa is not None:
+            hpa_replicas = hpa.status.desired_replicas if hpa.status else None
+            kept = (hpa.metadata.annotations or {}).get(USER_MIN_ANNOTATION)
+            user_min = int(kept) if kept is not None else hpa.spec.min_replicas
+        status = workload.status
+        return ClusterState(
+            spec_replicas=int(workload.spec.replicas or 0),
+            ready_replicas=int((status.ready_replicas if status else 0) or 0),
+            hpa_replicas=hpa_replicas, user_min=user_min, pods=pods)
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """One decision with everything that explains it (exposed as-is by the API).
+
+    inputs: the observation's values (rate, metrics age, replicas, HPA's count, history state).
+    forecast_quantiles_rps: the forecast's maximum over the planning window per level.
+    bounds: (min_replicas, max_replicas) applied. action: what was (or would be) written.
+    """
+
+    namespace: str
+    name: str
+    now_s: float
+    reason: str
+    floor: int | None
+    replicas: int | None
+    lead_time_s: float
+    lead_time_source: str
+    bounds: tuple[int, int]
+    dry_run: bool
+    acted: bool
+    written: bool
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    forecast_quantiles_rps: Mapping[float, float] = field(default_factory=dict)
+    details: Mapping[str, Any] = field(default_factory=dict)
+    action: Mapping[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+class TargetState:
+    """Mutable per-target state the loop carries between ticks."""
+
+    def __init__(self, config: TargetConfig, *, step_s: float, history_s: float,
+                 lead_time: LeadTimeTracker, log_size: int, next_refit_s: float) -> None:
+        self.config = config
+        self.ref = TargetRef(config.namespace, config.name)
+        self.metric_target = MetricTarget(self.ref, queries_for(config))
+        self.actuator_target = ActuatorTarget(config.namespace, config.name, config.kind,
+                                              config.mode, config.dry_run)
+        # The loop decides when to refit (refit()); forecast() must never refit inside a tick.
+        self.forecaster = OnlineForecaster(config.policy.forecaster, step_s=step_s,
+                                           refit_every_s=math.inf, window_s=history_s)
+        self.policy = PredictivePolicy(config.policy)
+        self.policy_state = self.policy.initial_state()
+        self.lead_time = lead_time
+        self.fed_until_s: float | None = None  # end of the history given to the forecaster
+        self.history_report: HistoryReport | None = None
+        self.history = Series(np.empty(0), step_s)  # the observed rate, gaps as NaN
+        self.last_decision: Decision | None = None
+        self.next_refit_s = next_refit_s
+        self.log: deque[DecisionRecord] = deque(maxlen=log_size)
+
+
+def queries_for(config: TargetConfig) -> MetricQueries:
+    """The target's PromQL: its own queries override the preset's."""
+    if config.preset is not None:
+        q = preset_queries(config.preset, labels=_labels(config))
+        overrides = {k: v for k, v in (("request_rate", config.request_rate_query),
+                                       ("gpu_util", config.gpu_util_query)) if v is not None}
+        if overrides:  # a user's rate has no matching reset / sample-age checks
+            q = MetricQueries(**{**q.__dict__, **overrides, "counter_resets": None,
+                                 "last_sample": None})
+        return q
+    assert config.request_rate_query is not None  # settings require a preset or a query
+    return custom_queries(config.request_rate_query, config.gpu_util_query,
+                          labels=_labels(config))
+
+
+def _labels(config: TargetConfig) -> TargetLabels:
+    workload = "statefulset" if config.kind == "StatefulSet" else "deployment"
+    return TargetLabels(workload=workload, workload_kind=config.kind)  # type: ignore[arg-type]
+
+
+def key_of(config: TargetConfig) -> TargetKey:
+    return (config.namespace, config.kind, config.name)
+
+
+class Controller:
+    """Per-target state plus `tick`, `refit_due` and `refit` (see the module docstring).
+
+    targets: the targets' frozen configs. source: the Prometheus source (its step_s is the
+    history step). actuator: acts on Kubernetes (None: never act, e.g. standalone).
+    cluster: reads workloads/HPAs/pods (None: no Kubernetes; replicas unknown, lead time default).
+    metrics: the controller's metrics. is_leader: `is_leader(now_s)` (None: always leader).
+    tick_s / refit_interval_s: loop cadences, s. history_s: forecaster window, s.
+    lead_time_factory: builds each target's LeadTimeTracker from its default lead time.
+    """
+
+    def __init__(self, targets: Sequence[TargetConfig], source: PrometheusSource, *,
+                 actuator: KubeActuator | None = None, cluster: ClusterReader | None = None,
+                 metrics: ControllerMetrics | None = None,
+                 is_leader: Callable[[float], bool] | None = None, tick_s: float = 15.0,
+                 refit_interval_s: float = 3600.0, history_s: float = 7 * 86400.0,
+                 lead_time_factory: Callable[[float], LeadTimeTracker] = LeadTimeTracker,
+                 log_size: int = DEFAULT_LOG_SIZE, start_s: float = 0.0) -> None:
+        self.source = source
+        self.actuator = actuator
+        self.cluster = cluster
+        self.metrics = metrics or ControllerMetrics()
+        self.is_leader = is_leader or (lambda now_s: True)
+        self.tick_s = tick_s
+        self.refit_interval_s = refit_interval_s
+        self.history_s = history_s
+        self._lead_time_factory = lead_time_factory
+        self.log_size = log_size
+        self.targets: dict[TargetKey, TargetState] = {}
+        for config in targets:
+            self.add_target(config, start_s)
+
+    # -- targets ----------------------------------------------------------------------------
+
+    def add_target(self, config: TargetConfig, now_s: float) -> TargetState:
+        """Start controlling a target; its first fit is due at once, later ones are spread
+        over the refit interval so that they never all land on one tick."""
+        offset_s = (len(self.targets) * 7919.0) % self.refit_interval_s  # stable spread
+        state = TargetState(config, step_s=self.source.step_s, history_s=self.history_s,
+                            lead_time=self._lead_time_factory(config.lead_time_default_s),
+                            log_size=self.log_size, next_refit_s=now_s - offset_s)
+        self.targets[key_of(config)] = state
+        return state
+
+    def remove_target(self, key: TargetKey, now_s: float) -> None:
+        """Stop controlling a target: give its HPA back the user's minimum, drop its state."""
+        state = self.targets.pop(key)
+        self.source.forget(state.ref)
+        self.metrics.forget(state.config.namespace, state.config.name)
+        if self.actuator is not None and self.is_leader(now_s):
+            self.actuator.restore(state.actuator_target, _dt(now_s))
+
+    # -- refits (separate jobs) -------------------------------------------------------------
+
+    def refit_due(self, now_s: float) -> list[TargetKey]:
+        """Targets whose refit is due and that have history to fit on."""
+        return [k for k, s in self.targets.items()
+                if s.next_refit_s <= now_s and s.fed_until_s is not None]
+
+    def refit(self, key: TargetKey, now_s: float) -> bool:
+        """Refit one target's forecaster on its history; True when the fit succeeded.
+        A failed fit keeps the previous model out of use (the policy holds) until one succeeds."""
+        state = self.targets[key]
+        state.next_refit_s = now_s + self.refit_interval_s
+        f = state.forecaster
+        started = time.perf_counter()
+        f.refit_every_s = 0.0  # forecast() refits when due: make it due exactly once
+        try:
+            f.forecast(now_s, 1)
+        except Exception as exc:  # predict after the fit failed: count as a failed fit
+            f.last_failure = f"fit failed: {type(exc).__name__}: {exc}"
+        finally:
+            f.refit_every_s = math.inf
+        self.metrics.fit_duration_seconds.observe(time.perf_counter() - started)
+        if f.last_failure is not None:
+            self.metrics.errors.labels("fit").inc()
+            log.warning("%s/%s: %s", state.config.namespace, state.config.name, f.last_failure)
+            return False
+        return True
+
+    # -- the tick ---------------------------------------------------------------------------
+
+    def tick(self, now_s: float) -> dict[TargetKey, DecisionRecord]:
+        """Decide (and act, when leading) for every target at now_s; never raises."""
+        started = time.perf_counter()
+        leader = self._leading(now_s)
+        states = list(self.targets.values())
+        readings = self._read(states, now_s)
+        self._extend_history(states, now_s)
+        out = {}
+        for key, state in list(self.targets.items()):
+            try:
+                record = self._tick_target(state, readings.get(state.ref), now_s, leader)
+            except Exception as exc:  # one target's failure never stops the others
+                log.exception("%s/%s: tick failed", state.config.namespace, state.config.name)
+                self.metrics.errors.labels("decide").inc()
+                record = self._failed(state, now_s, f"error: {type(exc).__name__}: {exc}")
+            state.log.append(record)
+            self.metrics.decisions.labels(state.config.namespace, state.config.name,
+                                          record.reason).inc()
+            out[key] = record
+        self.metrics.tick_duration_seconds.observe(time.perf_counter() - started)
+        if leader:
+            self.metrics.last_tick_timestamp_seconds.set(now_s)
+        return out
+
+    def _leading(self, now_s: float) -> bool:
+        try:
+            leader = bool(self.is_leader(now_s))
+        except Exception:  # cannot tell: not leading is the safe side
+            log.exception("leader check failed")
+            self.metrics.errors.labels("api").inc()
+            leader = False
+        self.metrics.is_leader.set(1 if leader else 0)
+        return leader
+
+    def _read(self, states: Sequence[TargetState], now_s: float
+              ) -> Mapping[TargetRef, TickReading]:
+        try:
+            return self.source.read_tick([s.metric_target for s in states], now_s)
+        except MetricsError as exc:  # Prometheus down: every target holds
+            log.warning("metrics read failed: %s", exc)
+            self.metrics.errors.labels("query").inc()
+            return {}
+
+    def _extend_history(self, states: Sequence[TargetState], now_s: float) -> None:
+        try:
+            history = self.source.history([s.metric_target for s in states], now_s)
+        except MetricsError as exc:  # keep what was fed; forecasts roll on from it
+            log.warning("history read failed: %s", exc)
+            self.metrics.errors.labels("query").inc()
+            return
+        for state in states:
+            series, report = history[state.ref]
+            state.history, state.history_report = series, report
+            self._feed(state, series)
+
+    @staticmethod
+    def _feed(state: TargetState, series: Series) -> None:
+        """Give the forecaster the samples it has not seen; gaps inside are interpolated
+        (the report keeps them), the ragged end after the last sample is not fed yet."""
+        values = series.values
+        present = np.flatnonzero(~np.isnan(values))
+        if present.size == 0:
+            return
+        end_s = series.start_s + (int(present[-1]) + 1) * series.step_s
+        start_s = series.start_s if state.fed_until_s is None else state.fed_until_s
+        if end_s <= start_s:
+            return
+        i0 = int(round((start_s - series.start_s) / series.step_s))
+        i1 = int(present[-1]) + 1
+        x = np.arange(values.size)
+        filled = np.interp(x[i0:i1], x[present], values[present])
+        state.forecaster.observe(filled, end_s)
+        state.fed_until_s = end_s
+
+    def _tick_target(self, state: TargetState, reading: TickReading | None, now_s: float,
+                     leader: bool) -> DecisionRecord:
+        cfg, m = state.config, self.metrics
+        ns, name = cfg.namespace, cfg.name
+        cluster = self._cluster(state)
+        lead = state.lead_time.estimate()
+        stale = reading is None or reading.stale or reading.rate_rps is None
+        rate = None if stale else reading.rate_rps  # type: ignore[union-attr]
+        age_s = (reading.last_sample_age_s if reading is not None else None) or 0.0
+        gpu = reading.gpu_util_pct if reading is not None else None
+        ready = cluster.ready_replicas if cluster else 0
+        obs = Observation(
+            now_s=now_s, rate_rps=rate, rate_history=state.history,
+            pods=PodMetrics(ready_count=ready if gpu is not None else 0,
+                            ready_util_sum=(gpu or 0.0) / 100.0 * ready,
+                            missing_count=0 if gpu is not None else ready),
+            spec_replicas=cluster.spec_replicas if cluster else 0, ready_replicas=ready,
+            hpa_replicas=cluster.hpa_replicas if cluster else None,
+            lead_time_s=lead.lead_time_s, metrics_age_s=age_s,
+            rate_window_s=RATE_WINDOW_S)
+        forecast = self._forecast(state, now_s, lead.lead_time_s)
+        decision, state.policy_state = state.policy.decide(obs, forecast, state.policy_state,
+                                                           now_s)
+        state.last_decision = decision
+        quantiles = _window_max(forecast, now_s, lead.lead_time_s + self.tick_s)
+        action, error = self._act(state, decision, now_s, leader)
+        # -- metrics
+        m.metrics_stale.labels(ns, name).set(1 if stale else 0)
+        if rate is not None:
+            m.observed_rps.labels(ns, name).set(rate)
+        if decision.floor is not None:
+            m.desired_floor_replicas.labels(ns, name).set(decision.floor)
+        if cluster is not None and cluster.hpa_replicas is not None:
+            m.hpa_desired_replicas.labels(ns, name).set(cluster.hpa_replicas)
+        if cluster is not None and cluster.user_min is not None:
+            m.user_min_replicas.labels(ns, name).set(cluster.user_min)
+        m.lead_time_seconds.labels(ns, name).set(lead.lead_time_s)
+        m.lead_time_samples.labels(ns, name).set(lead.pods)
+        m.set_forecast(ns, name, quantiles)
+        report = state.history_report
+        inputs = {"rate_rps": rate, "metrics_age_s": age_s, "stale": stale,
+                  "gpu_util_pct": gpu, "spec_replicas": obs.spec_replicas,
+                  "ready_replicas": ready, "hpa_replicas": obs.hpa_replicas,
+                  "user_min": cluster.user_min if cluster else None,
+                  "history_points": report.points if report else 0,
+                  "history_gaps_s": report.gaps_s if report else (),
+                  "fit_failure": state.forecaster.last_failure}
+        return DecisionRecord(
+            namespace=ns, name=name, now_s=now_s, reason=decision.reason, floor=decision.floor,
+            replicas=decision.replicas, lead_time_s=lead.lead_time_s,
+            lead_time_source=lead.source,
+            bounds=(cfg.policy.min_replicas, cfg.policy.max_replicas),
+            dry_run=cfg.dry_run or bool(self.actuator and self.actuator.dry_run),
+            acted=action is not None, written=bool(action and action.written),
+            inputs=inputs, forecast_quantiles_rps=quantiles, details=dict(decision.details),
+            action=_action_summary(action), error=error)
+
+    def _cluster(self, state: TargetState) -> ClusterState | None:
+        if self.cluster is None:
+            return None
+        try:
+            cluster = self.cluster.read(state.config)
+        except Exception as exc:  # no cluster view: decide on metrics alone, say so
+            log.warning("%s/%s: cluster read failed: %s", state.config.namespace,
+                        state.config.name, exc)
+            self.metrics.errors.labels("api").inc()
+            return None
+        try:
+            state.lead_time.observe(cluster.pods)
+        except Exception:
+            log.exception("%s/%s: lead time", state.config.namespace, state.config.name)
+            self.metrics.errors.labels("lead_time").inc()
+        return cluster
+
+    def _forecast(self, state: TargetState, now_s: float, lead_time_s: float
+                  ) -> Forecast | None:
+        f = state.forecaster
+        if f.last_failure is not None or state.fed_until_s is None:
+            return None  # a failed fit holds (the policy's rule), never an old model silently
+        if f.metadata["fitted_at_s"] is None:
+            return None  # never fitted: forecast() would fit here, inside the tick
+        horizon_s = now_s - state.fed_until_s + lead_time_s + 2 * self.tick_s
+        steps = max(1, math.ceil(horizon_s / f.step_s) + 1)
+        try:
+            return f.forecast(now_s, steps)
+        except Exception as exc:
+            log.warning("%s/%s: forecast failed: %s", state.config.namespace,
+                        state.config.name, exc)
+            self.metrics.errors.labels("fit").inc()
+            return None
+
+    def _act(self, state: TargetState, decision: Decision, now_s: float, leader: bool):
+        if self.actuator is None or not leader:
+            return None, None
+        try:
+            return self.actuator.apply(state.actuator_target, decision, _dt(now_s)), None
+        except ActuationError as exc:
+            resource = ("scale" if state.config.mode == "direct" else "scaledobjects"
+                        if state.config.keda_scaled_object else "horizontalpodautoscalers")
+            self.metrics.write_errors.labels(state.config.namespace, state.config.name,
+                                             resource).inc()
+            log.warning("%s/%s: write failed: %s", state.config.namespace, state.config.name,
+                        exc)
+            return None, f"write failed: {exc}"
+
+    def _failed(self, state: TargetState, now_s: float, reason: str) -> DecisionRecord:
+        last = state.last_decision
+        lead = state.lead_time.estimate()
+        cfg = state.config
+        return DecisionRecord(
+            namespace=cfg.namespace, name=cfg.name, now_s=now_s, reason=reason,
+            floor=last.floor if last else None, replicas=last.replicas if last else None,
+            lead_time_s=lead.lead_time_s, lead_time_source=lead.source,
+            bounds=(cfg.policy.min_replicas, cfg.policy.max_replicas), dry_run=cfg.dry_run,
+            acted=False, written=False, error=reason)
+
+
+def _window_max(forecast: Forecast | None, now_s: float, window_s: float) -> dict[float, float]:
+    if forecast is None:
+        return {}
+    return {level: float(forecast.max_over(level, now_s, now_s + window_s))
+            for level in forecast.levels()}
+
+
+def _action_summary(action: Any) -> dict[str, Any]:
+    if action is None:
+        return {}
+    return {"object": f"{action.object_kind}/{action.object_name}", "field": action.field_path,
+            "before": action.before, "after": action.after, "user_min": action.user_min,
+            "written": action.written, "dry_run": action.dry_run}
+
+
+def _dt(now_s: float) -> datetime:
+    return datetime.fromtimestamp(now_s, UTC)
