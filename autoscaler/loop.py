@@ -255,13 +255,10 @@ class Controller:
         state.next_refit_s = now_s + self.refit_interval_s
         f = state.forecaster
         started = time.perf_counter()
-        f.refit_every_s = 0.0  # forecast() refits when due: make it due exactly once
         try:
-            f.forecast(now_s, 1)
-        except Exception as exc:  # predict after the fit failed: count as a failed fit
+            f.refit(now_s)
+        except Exception as exc:  # noqa: BLE001 - a failed fit must never escape the job
             f.last_failure = f"fit failed: {type(exc).__name__}: {exc}"
-        finally:
-            f.refit_every_s = math.inf
         self.metrics.fit_duration_seconds.observe(time.perf_counter() - started)
         if f.last_failure is not None:
             self.metrics.errors.labels("fit").inc()

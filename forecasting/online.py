@@ -95,6 +95,15 @@ class OnlineForecaster:
             self._pending = np.empty(0)
         return self._model.predict(horizon_steps, self.levels)
 
+    def refit(self, now_s: float) -> bool:
+        """Refit now, whatever the cadence (for callers that schedule fits themselves, off the
+        tick); True when it succeeded. A failure keeps the previous model (see last_failure)."""
+        if not self._values.size:
+            self.last_failure = "fit failed: no history yet"
+            return False
+        self._refit(now_s)
+        return self.last_failure is None
+
     def _refit(self, now_s: float) -> None:
         history = Series(self._values, self.step_s, self._start_s)
         fresh = self._factory()

@@ -137,3 +137,15 @@ def test_backtest_hand_counted():
     assert res.row("last", 1).mae == pytest.approx(1.0)
     assert res.row("last", 3).mae == pytest.approx(3.0)
     assert res.row("last", 3).mase == pytest.approx(3.0)  # in-sample 1-step change is 1
+
+
+def test_refit_on_demand_fits_once_whatever_the_cadence() -> None:
+    from forecasting.online import OnlineForecaster
+
+    f = OnlineForecaster("last", step_s=60.0, refit_every_s=float("inf"))
+    assert f.refit(0.0) is False and f.last_failure == "fit failed: no history yet"
+    f.observe(np.full(30, 10.0), 1800.0)
+    assert f.refit(1800.0) is True and f.fit_count == 1 and f.last_failure is None
+    fc = f.forecast(1815.0, 3)
+    assert fc is not None and f.fit_count == 1  # an infinite cadence never refits by itself
+    assert np.allclose(fc.mean, 10.0)
