@@ -140,8 +140,6 @@ def test_backtest_hand_counted():
 
 
 def test_refit_on_demand_fits_once_whatever_the_cadence() -> None:
-    from forecasting.online import OnlineForecaster
-
     f = OnlineForecaster("last", step_s=60.0, refit_every_s=float("inf"))
     assert f.refit(0.0) is False and f.last_failure == "fit failed: no history yet"
     f.observe(np.full(30, 10.0), 1800.0)
