@@ -143,6 +143,38 @@ def record(
                f"in {rec.queries} range query(ies)", err=True)
 
 
+@app.command(cls=OneLineErrors)
+def run(
+    config: Annotated[Path, typer.Option(help="the YAML configuration (AUTOSCALER_* env overrides it)")],
+    standalone: Annotated[bool, typer.Option(help="no Kubernetes: every target dry-run, API on 127.0.0.1")] = False,
+    state_dir: Annotated[Path | None, typer.Option(help="standalone state directory [./.autoscaler-state]")] = None,
+    kubeconfig: Annotated[Path | None, typer.Option(help="kubeconfig file [in-cluster config]")] = None,
+) -> None:
+    """Run the controller and its API until SIGINT/SIGTERM."""
+    import logging
+
+    from autoscaler.app import create_app, serve
+    from autoscaler.errors import ConfigError
+    from autoscaler.service import build_service
+    from autoscaler.settings import load_settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings(config)
+        service = build_service(settings, standalone=standalone, state_dir=state_dir,
+                                kubeconfig=kubeconfig)
+    except (ConfigError, OSError) as e:
+        fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return
+    service.start()
+    try:
+        started = serve(create_app(service), settings.api_host, settings.api_port)
+    finally:
+        service.shutdown()
+    if not started:
+        fail(f"could not serve the API on {settings.api_host}:{settings.api_port}")
+
+
 def main() -> None:
     """Entry point: usage errors become one line too (no usage box, no traceback)."""
     try:
