@@ -291,3 +291,23 @@ def test_fits_only_in_refit_and_a_failed_fit_holds(prometheus_backfilled, monkey
     text = controller.metrics.render().decode()
     assert 'predictive_autoscaler_errors_total{stage="fit"} 1.0' in text
     assert "predictive_autoscaler_fit_duration_seconds_count 2.0" in text
+
+
+def test_removing_a_target_restores_its_hpa(prometheus_backfilled, kube_server, kube_client,
+                                            kube_admin_client):
+    """Remove a target while its floor is raised: the user's own minimum comes back and the
+    annotation goes; the controller forgets the target."""
+    pb = prometheus_backfilled
+    day = 47
+    onset_s = pb.trace_to_prom(first_need_s(pb, day, 16.0, 21.0, CAP_RPS, 2))
+    start_s = onset_s - 2 * 3600
+    seed_target(kube_server.store, "default", start_s - 4 * 3600)
+    controller = make_controller(make_settings("default"), pb.url, kube_client, start_s)
+    run(controller, start_s, onset_s + 600)
+    raised, annotation, _ = hpa_state(kube_admin_client, "default")
+    assert raised == 2 and annotation == "1"  # raised for the evening, user's min kept
+    key = key_of(controller.targets[("default", "Deployment", "demo")].config)
+    controller.remove_target(key, onset_s + 660)
+    restored, annotation, _ = hpa_state(kube_admin_client, "default")
+    assert restored == 1 and annotation is None
+    assert key not in controller.targets
