@@ -173,6 +173,15 @@ def _trend_rps_per_s(rates: tuple[float, ...], tick_s: float) -> float:
     return max(0.0, slope)
 
 
+def _extrapolated_rps(obs: Observation, rates: tuple[float, ...], tick_s: float,
+                      now_s: float, horizon_end_s: float) -> float:
+    """The observed rate plus its rise over `rates`, carried from the centre of the rate
+    window (metrics_age_s + rate_window_s / 2 old) to horizon_end_s."""
+    rate = rates[-1]
+    reach_s = horizon_end_s - now_s + obs.metrics_age_s + obs.rate_window_s / 2
+    return rate + _trend_rps_per_s(rates, tick_s) * reach_s
+
+
 class PredictivePolicy:
     """The predictive floor as a Policy (see the module docstring)."""
 
@@ -220,11 +229,9 @@ class PredictivePolicy:
                                                  // forecast.step_s)))
         lagging = rate > float(median[i_seen])
         if surging or (cfg.trend_floor and lagging):
-            # the surge path follows the last 45 s, the trend floor the last 2 minutes;
-            # extrapolate from the centre of the rate window to the end of the lead window
+            # the surge path follows the last 45 s, the trend floor the last 2 minutes
             recent = rates[-3:] if surging else rates
-            reactive_rps = rate + _trend_rps_per_s(recent, cfg.tick_s) * (
-                horizon_end_s - now_s + obs.metrics_age_s + obs.rate_window_s / 2)
+            reactive_rps = _extrapolated_rps(obs, recent, cfg.tick_s, now_s, horizon_end_s)
             if reactive_rps > planned_rps:
                 planned_rps, reason = reactive_rps, "surge" if surging else "trend"
         need = min(max(size_for(cfg, planned_rps), cfg.min_replicas), cfg.max_replicas)
@@ -275,16 +282,16 @@ class PredictivePolicy:
         """No forecast (no history yet, or the model failed) but fresh metrics: hold the floor
         as on stale data, and still raise it for the observed rate and its trend."""
         decision, held = self._hold(obs, state, now_s, "hold: no forecast")
-        trend = _trend_rps_per_s(rates, self.config.tick_s) * (
-            horizon_end_s - now_s + obs.metrics_age_s + obs.rate_window_s / 2)
-        need = min(size_for(self.config, rate + trend), self.config.max_replicas)
+        planned_rps = _extrapolated_rps(obs, rates, self.config.tick_s, now_s,
+                                        horizon_end_s)
+        need = min(size_for(self.config, planned_rps), self.config.max_replicas)
         held = replace(held, prev_rates=rates)
         if decision.floor is None or need <= decision.floor:
             return decision, held
         floor = need
         replicas = min(max(floor, obs.hpa_replicas or 0), self.config.max_replicas)
         return Decision(replicas=replicas, reason="reactive: no forecast", floor=floor,
-                        details={**decision.details, "floor": floor, "planned_rps": rate + trend,
+                        details={**decision.details, "floor": floor, "planned_rps": planned_rps,
                                  "observed_rps": rate}), replace(held, floor=floor)
 
     def _hold(self, obs: Observation, state: PredictiveState, now_s: float,

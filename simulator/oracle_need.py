@@ -17,9 +17,7 @@ import math
 
 import numpy as np
 
-from simulator.fluid import FluidServer
-from simulator.serve_modes import RequestStream, serving_seeds
-from simulator.serving import RequestServer
+from simulator.serve_modes import fluid_server, request_level
 from simulator.workload_view import WorkloadView
 
 
@@ -32,9 +30,7 @@ def _start_count(rate_rps: float, view: WorkloadView, previous: int) -> int:
 def need_request_level(view: WorkloadView, interval_s: float, max_miss: float,
                        max_replicas: int, seed: int, routing: str) -> np.ndarray:
     """Per-interval need, tried on the request-level server (same requests as the replays)."""
-    arrivals_seed, service_seed, routing_seed = serving_seeds(seed)
-    stream = RequestStream(view, arrivals_seed, service_seed)
-    server = RequestServer(view.profile.slots, routing, int(routing_seed.generate_state(1)[0]))
+    stream, server = request_level(view, routing, seed)
     live: list[int] = []
     n_int = int(math.ceil((view.end_s - view.start_s) / interval_s - 1e-9))
     need = np.zeros(n_int, dtype=np.int64)
@@ -71,8 +67,5 @@ def need_request_level(view: WorkloadView, interval_s: float, max_miss: float,
 def need_fast(view: WorkloadView, interval_s: float, max_miss: float, max_replicas: int,
               routing: str) -> np.ndarray:
     """Per-interval need, tried on the fluid model with the per-second demand."""
-    prof = view.profile
-    fluid = FluidServer(prof.slots, view.service_mean_s, view.service_scv, view.slo_s,
-                        view.slo_component_sample_s, routing=routing)
-    per_s = view.per_second
-    return fluid.search_need(per_s, interval_s, max_replicas, max_miss)
+    return fluid_server(view, routing).search_need(view.per_second, interval_s, max_replicas,
+                                                   max_miss)

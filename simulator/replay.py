@@ -303,10 +303,9 @@ class Replay:
         cfg = self.cfg
         ticks = cfg.start_s + cfg.tick_s * np.arange(1, int(np.ceil(cfg.duration_s
                                                                     / cfg.tick_s - 1e-9)))
-        times = np.array([t for t, _, _ in self.cluster.timeline])
+        times, ready_at, total_at = np.array(self.cluster.timeline, dtype=float).T
         at = np.searchsorted(times, ticks, side="right") - 1
-        ready = np.array([r for _, r, _ in self.cluster.timeline])[at]
-        total = np.array([n for _, _, n in self.cluster.timeline])[at]
+        ready, total = ready_at[at], total_at[at]
         per_s = self.view.per_second
         k = int(round(cfg.tick_s))
         cum = np.concatenate(([0.0], np.cumsum(per_s)))

@@ -60,6 +60,21 @@ def serving_seeds(seed: int) -> tuple[np.random.SeedSequence, ...]:
     return tuple(np.random.SeedSequence([seed, 1]).spawn(3))
 
 
+def request_level(view: WorkloadView, routing: str, seed: int
+                  ) -> tuple[RequestStream, RequestServer]:
+    """The replay's requests and an empty request-level server, from the replay's seed: every
+    policy and the oracle's search see the same requests and the same routing draws."""
+    arrivals_seed, service_seed, routing_seed = serving_seeds(seed)
+    server = RequestServer(view.profile.slots, routing, int(routing_seed.generate_state(1)[0]))
+    return RequestStream(view, arrivals_seed, service_seed), server
+
+
+def fluid_server(view: WorkloadView, routing: str) -> FluidServer:
+    """The fluid (fast-mode) model of this workload on this profile."""
+    return FluidServer(view.profile.slots, view.service_mean_s, view.service_scv, view.slo_s,
+                       view.slo_component_sample_s, routing=routing)
+
+
 class RequestStream:
     """The replay's requests in time order: arrival, slot occupancy and SLO-counted service."""
 
@@ -112,11 +127,8 @@ class RequestServing(_HistogramMixin):
     """Every request queued and served; latency measured per request."""
 
     def __init__(self, view: WorkloadView, config: ReplayConfig, seed: int) -> None:
-        arrivals_seed, service_seed, routing_seed = serving_seeds(seed)
         self.slo_s = view.slo_s
-        self.server = RequestServer(view.profile.slots, config.routing,
-                                    int(routing_seed.generate_state(1)[0]))
-        self.stream = RequestStream(view, arrivals_seed, service_seed)
+        self.stream, self.server = request_level(view, config.routing, seed)
         empty = np.zeros(0)
         self._held = (empty, empty, empty)
         self.arrived = 0.0
@@ -163,9 +175,7 @@ class FastServing(_HistogramMixin):
     """The fluid queue at 1-second steps; latencies are model estimates."""
 
     def __init__(self, view: WorkloadView, config: ReplayConfig) -> None:
-        prof = view.profile
-        self.fluid = FluidServer(prof.slots, view.service_mean_s, view.service_scv, view.slo_s,
-                                 view.slo_component_sample_s, routing=config.routing)
+        self.fluid = fluid_server(view, config.routing)
         self.per_s = view.per_second
         self.cum = np.concatenate(([0.0], np.cumsum(self.per_s)))
         self.start_s = view.start_s
