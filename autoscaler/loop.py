@@ -139,6 +139,7 @@ class DecisionRecord:
     details: Mapping[str, Any] = field(default_factory=dict)
     action: Mapping[str, Any] = field(default_factory=dict)
     error: str | None = None
+    paused: bool = False
 
 
 class TargetState:
@@ -161,6 +162,8 @@ class TargetState:
         self.history_report: HistoryReport | None = None
         self.history = Series(np.empty(0), step_s)  # the observed rate, gaps as NaN
         self.last_decision: Decision | None = None
+        self.last_forecast: Forecast | None = None  # the forecast the last decision used
+        self.paused = False  # paused: decide and log, never write (the floor stays as it is)
         self.next_refit_s = next_refit_s
         self.log: deque[DecisionRecord] = deque(maxlen=log_size)
 
@@ -240,6 +243,39 @@ class Controller:
         self.metrics.forget(state.config.namespace, state.config.name)
         if self.actuator is not None and self.is_leader(now_s):
             self.actuator.restore(state.actuator_target, _dt(now_s))
+
+    def update_target(self, config: TargetConfig, now_s: float) -> TargetState:
+        """Apply a changed config (a policy update) to a running target, keeping what it
+        learned: history, lead-time measurements, the policy's state. A new forecaster name
+        starts a new model (fed from the cached history, fitted at once); a new mode first
+        hands the old object back (the HPA gets the user's minimum) so that nothing is left
+        raised by a mode no longer in use."""
+        key = key_of(config)
+        state = self.targets[key]
+        old = state.config
+        if config == old:
+            return state
+        if (old.mode, old.keda_scaled_object, old.hpa) != (
+                config.mode, config.keda_scaled_object, config.hpa) and (
+                self.actuator is not None and self.is_leader(now_s) and not state.paused):
+            self.actuator.restore(state.actuator_target, _dt(now_s))
+        state.config = config
+        state.actuator_target = ActuatorTarget(config.namespace, config.name, config.kind,
+                                               config.mode, config.dry_run)
+        state.policy = PredictivePolicy(config.policy)
+        if config.policy.forecaster != old.policy.forecaster:
+            state.forecaster = OnlineForecaster(config.policy.forecaster,
+                                                step_s=self.source.step_s,
+                                                refit_every_s=math.inf, window_s=self.history_s)
+            state.fed_until_s = None
+            if state.history.values.size:
+                self._feed(state, state.history)
+            state.next_refit_s = now_s
+        return state
+
+    def set_paused(self, key: TargetKey, paused: bool) -> None:
+        """Paused: the target is still decided and logged, nothing is written for it."""
+        self.targets[key].paused = paused
 
     # -- refits (separate jobs) -------------------------------------------------------------
 
@@ -363,11 +399,12 @@ class Controller:
             lead_time_s=lead.lead_time_s, metrics_age_s=age_s,
             rate_window_s=RATE_WINDOW_S)
         forecast = self._forecast(state, now_s, lead.lead_time_s)
+        state.last_forecast = forecast
         decision, state.policy_state = state.policy.decide(obs, forecast, state.policy_state,
                                                            now_s)
         state.last_decision = decision
         quantiles = _window_max(forecast, now_s, lead.lead_time_s + self.tick_s)
-        action, error = self._act(state, decision, now_s, leader)
+        action, error = self._act(state, decision, now_s, leader and not state.paused)
         # -- metrics
         m.metrics_stale.labels(ns, name).set(1 if stale else 0)
         if rate is not None:
@@ -397,7 +434,7 @@ class Controller:
             dry_run=cfg.dry_run or bool(self.actuator and self.actuator.dry_run),
             acted=action is not None, written=bool(action and action.written),
             inputs=inputs, forecast_quantiles_rps=quantiles, details=dict(decision.details),
-            action=_action_summary(action), error=error)
+            action=_action_summary(action), error=error, paused=state.paused)
 
     def _cluster(self, state: TargetState) -> ClusterState | None:
         if self.cluster is None:
@@ -456,7 +493,7 @@ class Controller:
             floor=last.floor if last else None, replicas=last.replicas if last else None,
             lead_time_s=lead.lead_time_s, lead_time_source=lead.source,
             bounds=(cfg.policy.min_replicas, cfg.policy.max_replicas), dry_run=cfg.dry_run,
-            acted=False, written=False, error=reason)
+            acted=False, written=False, error=reason, paused=state.paused)
 
 
 def _window_max(forecast: Forecast | None, now_s: float, window_s: float) -> dict[float, float]:

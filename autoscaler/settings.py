@@ -108,6 +108,9 @@ class TargetSettings(BaseModel):
                                 "[lead_time.default_s]")
     prewarm_nodes: bool = Field(False, description="placeholder pods so GPU nodes come up early "
                                                    "[false]")
+    profile: str = Field("small-model", min_length=1,
+                         description="replica profile the what-if replay simulates: a preset "
+                                     "name or a YAML file [small-model]")
     queries: QueriesSettings = Field(default_factory=QueriesSettings,
                                      description="PromQL overriding the preset's [none]")
     policy: PolicySettings = Field(  # type: ignore[valid-type]
@@ -221,6 +224,18 @@ class Settings(BaseSettings):
                                      description="history for fitting [see its fields]")
     refit_interval_s: float = Field(3600.0, gt=0, description="forecasters are refitted this "
                                                               "often per target, s [3600]")
+    policy_namespace: str = Field("predictive-autoscaler", pattern=DNS_LABEL,
+                                  description="in-cluster, policies live in ConfigMaps of this "
+                                              "namespace (the controller's) "
+                                              "[predictive-autoscaler]")
+    api_tokens_file: Path | None = Field(None, description="standalone API tokens, one "
+                                         "token:read|write per line [none; "
+                                         "$AUTOSCALER_API_TOKENS]")
+    api_tls_cert_file: Path | None = Field(None, description="serve the API over TLS with this "
+                                           "certificate (PEM, from a mounted Secret) [none]")
+    api_tls_key_file: Path | None = Field(None, description="its private key (PEM) [none]")
+    whatif_max_running_per_caller: int = Field(2, ge=1, description="running what-if jobs "
+                                               "per caller before 429 [2]")
     state_dir: Path | None = Field(None, description="standalone mode keeps policies here "
                                                      "[./.autoscaler-state; --state-dir wins]")
     targets: list[TargetSettings] = Field(default_factory=list,
@@ -237,6 +252,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
+        if (self.api_tls_cert_file is None) != (self.api_tls_key_file is None):
+            raise ValueError("api_tls_cert_file: needs api_tls_key_file too (and vice versa)")
         if self.refit_interval_s < self.tick_s:
             raise ValueError(f"refit_interval_s: must be >= tick_s ({self.tick_s}), "
                              f"got {self.refit_interval_s}")
@@ -274,6 +291,7 @@ class TargetConfig:
     dry_run: bool
     lead_time_default_s: float
     prewarm_nodes: bool
+    profile: str
     request_rate_query: str | None
     gpu_util_query: str | None
     policy: PredictiveConfig
@@ -288,7 +306,7 @@ def _target_config(t: TargetSettings, s: Settings) -> TargetConfig:
         hpa=t.hpa, keda_scaled_object=t.keda_scaled_object,
         dry_run=s.dry_run if t.dry_run is None else t.dry_run or s.dry_run,
         lead_time_default_s=t.lead_time_default_s or s.lead_time.default_s,
-        prewarm_nodes=t.prewarm_nodes, request_rate_query=t.queries.request_rate,
+        prewarm_nodes=t.prewarm_nodes, profile=t.profile, request_rate_query=t.queries.request_rate,
         gpu_util_query=t.queries.gpu_util, policy=PredictiveConfig(**policy))
 
 
