@@ -4,8 +4,8 @@ A pod's lead time is Ready.lastTransitionTime - metadata.creationTimestamp; it s
 scheduling (creation -> PodScheduled, where a cluster autoscaler adding a GPU node shows up)
 and start-up (PodScheduled -> Ready: image pull, weight loading, readiness probe).  A
 `LeadTimeTracker` keeps the last `window` pods of one target, each counted once (by uid), and
-reports a high quantile of them; until `min_pods` pods were seen it reports the configured
-default, so a new target plans with a sane value rather than with one lucky pod.
+reports a high quantile of them by the rule the simulator uses too (policies/lead_time.py);
+until `min_pods` pods were seen it reports the configured default.
 
 Pure bookkeeping: fed the pod list the caller read (`list_namespaced_pod` with the target's
 selector, see `label_selector`); no clock, no I/O.  Timestamps come from the pods themselves.
@@ -13,12 +13,13 @@ selector, see `label_selector`); no clock, no I/O.  Timestamps come from the pod
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from policies.lead_time import LeadTimeRule, nearest_rank
 
 
 @dataclass(frozen=True)
@@ -107,16 +108,6 @@ def pod_start(pod: Any) -> PodStart | None:
     return PodStart(str(uid), created_s, _condition_true_at(pod, "PodScheduled"), ready_s)
 
 
-def nearest_rank(values: Iterable[float], quantile: float) -> float:
-    """The q-quantile by nearest rank: the smallest value with >= q of the values at or below
-    it (never interpolated, so a p95 is a lead time some pod really had)."""
-    ordered = sorted(values)
-    if not ordered:
-        raise ValueError("no values")
-    rank = max(1, math.ceil(quantile * len(ordered)))
-    return ordered[rank - 1]
-
-
 class LeadTimeTracker:
     """Rolling lead-time distribution of one target's pods.
 
@@ -128,12 +119,7 @@ class LeadTimeTracker:
 
     def __init__(self, default_s: float, *, window: int = 50, min_pods: int = 5,
                  quantile: float = 0.95) -> None:
-        if window < 1 or not 1 <= min_pods <= window:
-            raise ValueError(f"need 1 <= min_pods ({min_pods}) <= window ({window})")
-        if not 0.0 < quantile <= 1.0:
-            raise ValueError(f"quantile must be in (0, 1], got {quantile}")
-        if default_s < 0:
-            raise ValueError(f"default_s must be >= 0, got {default_s}")
+        self.rule = LeadTimeRule(default_s, window, min_pods, quantile)  # checks the values
         self.default_s = default_s
         self.window = window
         self.min_pods = min_pods
@@ -168,11 +154,12 @@ class LeadTimeTracker:
         return tuple(self._starts)
 
     def estimate(self) -> LeadTimeEstimate:
-        if len(self._starts) < self.min_pods:
+        lead_times = [s.lead_time_s for s in self._starts]
+        if not self.rule.measured(lead_times):
             return LeadTimeEstimate(self.default_s, "default", len(self._starts), self.quantile)
         scheduling = [s.scheduling_s for s in self._starts if s.scheduling_s is not None]
         return LeadTimeEstimate(
-            nearest_rank((s.lead_time_s for s in self._starts), self.quantile), "measured",
+            self.rule.lead_time_s(lead_times), "measured",
             len(self._starts), self.quantile,
             nearest_rank(scheduling, self.quantile) if scheduling else None)
 

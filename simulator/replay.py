@@ -21,6 +21,7 @@ import numpy as np
 
 from forecasting.types import Series
 from policies.hpa import HPAConfig, HPAPolicy, hpa_desired
+from policies.lead_time import LeadTimeRule
 from policies.oracle import plan_pods
 from policies.predictive import (
     BESIDE_HPA_TARGET_UTILIZATION,
@@ -93,6 +94,9 @@ class Replay:
         self._arrivals_at_tick = 0.0
         self._under_s = 0.0
         self._lead_cache: tuple[int, float] = (-1, 0.0)
+        self._lead_rule = LeadTimeRule(self.view.default_lead_time_s,
+                                       min_samples=config.lead_time_min_samples,
+                                       quantile=config.lead_time_quantile)
         self.decisions: list[tuple[float, Decision]] | None = [] if record_decisions else None
         self._setup_policy()
 
@@ -223,11 +227,8 @@ class Replay:
     def _lead_time_s(self) -> float:
         """High quantile of the measured start-to-ready times (last 50), else the default."""
         measured = self.cluster.cold_starts_s
-        if len(measured) < self.cfg.lead_time_min_samples:
-            return self.view.default_lead_time_s
-        if self._lead_cache[0] != len(measured):
-            q = float(np.quantile(measured[-50:], self.cfg.lead_time_quantile))
-            self._lead_cache = (len(measured), q)
+        if self._lead_cache[0] != len(measured):  # the rule re-sorts: only on a new start
+            self._lead_cache = (len(measured), self._lead_rule.lead_time_s(measured))
         return self._lead_cache[1]
 
     def _decide(self, obs: Observation, t_s: float) -> int:

@@ -129,3 +129,28 @@ def test_window_never_exceeds_and_uids_not_recounted(lead_times, window):
 ])
 def test_label_selector(selector, want):
     assert label_selector(selector) == want
+
+
+@pytest.mark.parametrize(("measured", "expected"), [
+    pytest.param([], 300.0, id="none measured: the default"),
+    pytest.param([10.0, 20.0, 30.0, 40.0], 300.0, id="four of five needed: the default"),
+    pytest.param([50.0, 10.0, 40.0, 20.0, 30.0], 50.0, id="five: nearest-rank p95 = max"),
+    pytest.param([float(v) for v in range(1, 101)], 98.0,
+                 id="window keeps the latest 50 (51..100): rank ceil(47.5)=48 -> 98"),
+])
+def test_simulator_and_controller_plan_the_same_lead_time(measured, expected) -> None:
+    """The simulator's replay and the live tracker share one rule (policies/lead_time.py):
+    the same measurements give the same planned lead time, counted by hand."""
+    from policies.lead_time import LeadTimeRule
+
+    rule = LeadTimeRule(300.0, window=50, min_samples=5, quantile=0.95)
+    assert rule.lead_time_s(measured) == expected
+    tracker = LeadTimeTracker(300.0, window=50, min_pods=5, quantile=0.95)
+    pods = []
+    for i, lead in enumerate(measured):  # ready in this order, a pod every 1,000 s
+        pod = seeding.pod(f"p{i}", NS, {"app": "x"}, T0 + timedelta(seconds=1000 * i),
+                          scheduled_after_s=1.0, ready_after_s=lead)
+        pod["metadata"]["uid"] = f"uid-{i}"
+        pods.append(pod)
+    tracker.observe(pods)
+    assert tracker.lead_time_s() == expected
