@@ -8,13 +8,21 @@ Rules:
   per target the cluster view (the workload's replicas, the HPA's own count, its pods for the
   lead time), the forecast from the fitted model, `PredictivePolicy.decide`, and the actuator
   (skipped when this replica is not the leader; in dry run the actuator computes the patch and
-  writes nothing). Refits are NOT part of the tick: `refit_due(now_s)` / `refit(key, now_s)`
-  let the service run them as separate jobs, spread over the refit interval.
+  writes nothing). Targets with `prewarm_nodes` then get their placeholder pods reconciled
+  (`Prewarmer`): as many as the decision's floor (the need over the lead time) exceeds the
+  workload's live pods, capped; only when leading, not paused and not in dry run (the count
+  is still computed and recorded). Refits are NOT part of the tick: `refit_due(now_s)` /
+  `refit(key, now_s)` let the service run them as separate jobs, spread over the refit
+  interval.
 - Failure is safe and loud (STYLE rule 10): stale or missing metrics, no model or a failed fit
   reach the policy as None inputs and it holds the floor; an exception in one target is logged,
   counted and recorded as the decision's reason, keeps the last safe state, and never stops the
   other targets or the loop. Every decision is a `DecisionRecord` in a bounded per-target log
   and a count by reason in the controller's metrics.
+- A policy change (`update_target`) keeps what the target learned; a paused target is still
+  decided and logged but never written. A mode change owes the old object its user's
+  minimum: handed back at once when this replica may write, else on its first tick that may
+  (after a resume, or once a standby leads).
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from autoscaler.metric_presets import (
     preset_queries,
 )
 from autoscaler.metrics import ControllerMetrics
+from autoscaler.prewarm import PrewarmAction, Prewarmer, balloons_needed, live_pods
 from autoscaler.prometheus_source import (
     HistoryReport,
     MetricTarget,
@@ -47,7 +56,7 @@ from autoscaler.prometheus_source import (
     TargetRef,
     TickReading,
 )
-from autoscaler.settings import TargetConfig
+from autoscaler.settings import PREWARM_PRIORITY_CLASS, TargetConfig
 from forecasting.online import OnlineForecaster
 from forecasting.types import Forecast, Series
 from policies.predictive import PredictivePolicy
@@ -164,6 +173,8 @@ class TargetState:
         self.last_decision: Decision | None = None
         self.last_forecast: Forecast | None = None  # the forecast the last decision used
         self.paused = False  # paused: decide and log, never write (the floor stays as it is)
+        self.pending_restore: ActuatorTarget | None = None  # an object owed its user minimum
+        self.placeholders_held = False  # placeholders may exist: remove them when turned off
         self.next_refit_s = next_refit_s
         self.log: deque[DecisionRecord] = deque(maxlen=log_size)
 
@@ -201,6 +212,8 @@ class Controller:
     metrics: the controller's metrics. is_leader: `is_leader(now_s)` (None: always leader).
     tick_s / refit_interval_s: loop cadences, s. history_s: forecaster window, s.
     lead_time_factory: builds each target's LeadTimeTracker from its default lead time.
+    prewarmer: keeps placeholder pods for targets with prewarm_nodes (None: one on the
+        actuator's API client; no actuator, no pre-warming).
     """
 
     def __init__(self, targets: Sequence[TargetConfig], source: PrometheusSource, *,
@@ -209,9 +222,16 @@ class Controller:
                  is_leader: Callable[[float], bool] | None = None, tick_s: float = 15.0,
                  refit_interval_s: float = 3600.0, history_s: float = 7 * 86400.0,
                  lead_time_factory: Callable[[float], LeadTimeTracker] = LeadTimeTracker,
-                 log_size: int = DEFAULT_LOG_SIZE, start_s: float = 0.0) -> None:
+                 log_size: int = DEFAULT_LOG_SIZE, start_s: float = 0.0,
+                 prewarmer: Prewarmer | None = None) -> None:
         self.source = source
         self.actuator = actuator
+        api_client = getattr(actuator, "_client", None)
+        if prewarmer is None and api_client is not None:
+            # the actuator's client and global dry run; each target brings its PriorityClass
+            prewarmer = Prewarmer(api_client, priority_class=PREWARM_PRIORITY_CLASS,
+                                  dry_run=bool(getattr(actuator, "dry_run", False)))
+        self.prewarmer = prewarmer
         self.cluster = cluster
         self.metrics = metrics or ControllerMetrics()
         self.is_leader = is_leader or (lambda now_s: True)
@@ -243,6 +263,8 @@ class Controller:
         self.metrics.forget(state.config.namespace, state.config.name)
         if self.actuator is not None and self.is_leader(now_s):
             self.actuator.restore(state.actuator_target, _dt(now_s))
+        if state.placeholders_held and self.prewarmer is not None and self.is_leader(now_s):
+            self.prewarmer.reconcile(state.actuator_target, 0)  # no node held for it any more
 
     def update_target(self, config: TargetConfig, now_s: float) -> TargetState:
         """Apply a changed config (a policy update) to a running target, keeping what it
@@ -256,9 +278,11 @@ class Controller:
         if config == old:
             return state
         if (old.mode, old.keda_scaled_object, old.hpa) != (
-                config.mode, config.keda_scaled_object, config.hpa) and (
-                self.actuator is not None and self.is_leader(now_s) and not state.paused):
-            self.actuator.restore(state.actuator_target, _dt(now_s))
+                config.mode, config.keda_scaled_object, config.hpa):
+            # handed back now when this replica may write, else on its first tick that may
+            # (paused: on resume; a standby: once it leads); the first object owed wins
+            state.pending_restore = state.pending_restore or state.actuator_target
+            self._hand_back(state, now_s, self.is_leader(now_s))
         state.config = config
         state.actuator_target = ActuatorTarget(config.namespace, config.name, config.kind,
                                                config.mode, config.dry_run)
@@ -272,6 +296,20 @@ class Controller:
                 self._feed(state, state.history)
             state.next_refit_s = now_s
         return state
+
+    def _hand_back(self, state: TargetState, now_s: float, leader: bool) -> None:
+        """Give the object a mode change left behind its user's minimum, when this replica
+        may write; kept for a later tick when the write fails."""
+        owed = state.pending_restore
+        if owed is None or self.actuator is None or not leader or state.paused:
+            return
+        try:
+            self.actuator.restore(owed, _dt(now_s), reason="mode-changed")
+        except ActuationError as exc:
+            log.warning("%s/%s: hand-back failed: %s", owed.namespace, owed.name, exc)
+            self.metrics.errors.labels("api").inc()
+            return
+        state.pending_restore = None
 
     def set_paused(self, key: TargetKey, paused: bool) -> None:
         """Paused: the target is still decided and logged, nothing is written for it."""
@@ -404,7 +442,11 @@ class Controller:
                                                            now_s)
         state.last_decision = decision
         quantiles = _window_max(forecast, now_s, lead.lead_time_s + self.tick_s)
+        self._hand_back(state, now_s, leader)
         action, error = self._act(state, decision, now_s, leader and not state.paused)
+        prewarm, prewarm_error = self._prewarm(state, decision, cluster,
+                                               leader and not state.paused)
+        error = error or prewarm_error
         # -- metrics
         m.metrics_stale.labels(ns, name).set(1 if stale else 0)
         if rate is not None:
@@ -433,7 +475,8 @@ class Controller:
             bounds=(cfg.policy.min_replicas, cfg.policy.max_replicas),
             dry_run=cfg.dry_run or bool(self.actuator and self.actuator.dry_run),
             acted=action is not None, written=bool(action and action.written),
-            inputs=inputs, forecast_quantiles_rps=quantiles, details=dict(decision.details),
+            inputs=inputs, forecast_quantiles_rps=quantiles,
+            details={**decision.details, **({"prewarm": prewarm} if prewarm else {})},
             action=_action_summary(action), error=error, paused=state.paused)
 
     def _cluster(self, state: TargetState) -> ClusterState | None:
@@ -484,6 +527,34 @@ class Controller:
                         exc)
             return None, f"write failed: {exc}"
 
+    def _prewarm(self, state: TargetState, decision: Decision, cluster: ClusterState | None,
+                 acting: bool) -> tuple[dict[str, Any] | None, str | None]:
+        """Placeholder pods for the need the real pods do not cover yet (module docstring).
+        Returns (what was done or would be done, for the record; the write error)."""
+        cfg = state.config
+        if self.prewarmer is None or not acting:
+            return None, None  # standby or paused: leave whatever exists alone
+        if not cfg.prewarm_nodes:
+            if not state.placeholders_held:
+                return None, None
+            wanted = 0  # pre-warming was turned off: give the nodes back
+        elif decision.floor is None or cluster is None:
+            return None, None  # no need or no pod count known: hold what exists
+        else:
+            wanted = balloons_needed(decision.floor, live_pods(cluster.pods),
+                                     cfg.prewarm_max_placeholders)
+        if cfg.dry_run or self.prewarmer.dry_run:  # computed and recorded, nothing written
+            return {"wanted": wanted, "dry_run": True}, None
+        try:
+            done = self.prewarmer.reconcile(state.actuator_target, wanted,
+                                            priority_class=cfg.prewarm_priority_class)
+        except ActuationError as exc:
+            self.metrics.write_errors.labels(cfg.namespace, cfg.name, "pods").inc()
+            log.warning("%s/%s: placeholders: %s", cfg.namespace, cfg.name, exc)
+            return {"wanted": wanted, "dry_run": False}, f"placeholders failed: {exc}"
+        state.placeholders_held = wanted > 0
+        return _prewarm_summary(done), None
+
     def _failed(self, state: TargetState, now_s: float, reason: str) -> DecisionRecord:
         last = state.last_decision
         lead = state.lead_time.estimate()
@@ -509,6 +580,11 @@ def _action_summary(action: Any) -> dict[str, Any]:
     return {"object": f"{action.object_kind}/{action.object_name}", "field": action.field_path,
             "before": action.before, "after": action.after, "user_min": action.user_min,
             "written": action.written, "dry_run": action.dry_run}
+
+
+def _prewarm_summary(done: PrewarmAction) -> dict[str, Any]:
+    return {"wanted": done.wanted, "existing": done.existing, "created": done.created,
+            "deleted": list(done.deleted), "dry_run": done.dry_run}
 
 
 def _dt(now_s: float) -> datetime:

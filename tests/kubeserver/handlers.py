@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -18,7 +19,7 @@ from . import patching, routing, selectors
 from .rbac import Attributes, RbacPolicy, UserInfo
 from .resources import ResourceType, lookup
 from .scale import SCALE_TYPE, apply_scale, to_scale
-from .status import ApiError, success
+from .status import ApiError, invalid, success
 from .storage import Change, Store, ensure_dict
 from .validation import validate
 
@@ -42,6 +43,9 @@ class Api:
     max_watch_s: float = 30.0
     stopping: Callable[[], bool] = lambda: False
     active_watches: int = 0  # open watch streams, so a test can wait for one to start
+    # Reviews answered, by kind ("TokenReview", "SubjectAccessReview"): tests of a caching
+    # client count the requests that reached the server.
+    review_counts: Counter[str] = field(default_factory=Counter)
     _watch_lock: threading.Lock = field(default_factory=threading.Lock)
 
     # ------------------------------------------------------------ entry point
@@ -158,10 +162,12 @@ class Api:
     def _create(self, rtype: ResourceType, info: routing.RequestInfo, query: dict[str, str],
                 headers: dict[str, str], body: bytes) -> Response:
         obj = self._typed_body(rtype, body)
-        if rtype.kind == "TokenReview":
-            return Response(201, self._token_review(obj))
-        if rtype.kind == "SubjectAccessReview":
-            return Response(201, self._access_review(obj))
+        if rtype.kind in ("TokenReview", "SubjectAccessReview"):
+            review = (self._token_review(obj) if rtype.kind == "TokenReview"
+                      else self._access_review(obj))
+            with self._watch_lock:
+                self.review_counts[rtype.kind] += 1
+            return Response(201, review)
         if rtype.has_status_subresource:
             obj.pop("status", None)  # set by controllers, not creators (seeding may set it)
         meta = ensure_dict(obj.setdefault("metadata", {}), "metadata")
@@ -235,6 +241,8 @@ class Api:
     # ------------------------------------------------------------ reviews
     def _token_review(self, review: dict) -> dict:
         token = (review.get("spec") or {}).get("token", "")
+        if not token:  # the real server's words (pkg/registry/authentication/tokenreview)
+            raise ApiError("BadRequest", "token is required for TokenReview in authentication")
         user = self.tokens.get(token)
         review["status"] = (
             {"authenticated": True, "user": user.as_dict(),
@@ -245,6 +253,7 @@ class Api:
 
     def _access_review(self, review: dict) -> dict:
         spec = review.get("spec") or {}
+        _validate_access_review(spec)
         user = UserInfo(spec.get("user", ""), tuple(spec.get("groups") or ()), spec.get("uid", ""))
         attrs = spec.get("resourceAttributes")
         if attrs is None:  # non-resource URLs: only the superuser may
@@ -267,6 +276,24 @@ class Api:
             raise ApiError("BadRequest", f"the body is {obj['apiVersion']}/{obj['kind']}, "
                                          f"expected {rtype.api_version}/{rtype.kind}")
         return obj
+
+
+def _validate_access_review(spec: dict) -> None:
+    """The real server's ValidateSubjectAccessReviewSpec: exactly one kind of attributes and
+    at least one of user or groups, else 422."""
+    has_resource = spec.get("resourceAttributes") is not None
+    has_non_resource = spec.get("nonResourceAttributes") is not None
+    failure: tuple[str, str] | None = None
+    if has_resource and has_non_resource:
+        failure = ("spec.nonResourceAttributes",
+                   "cannot be specified in combination with resourceAttributes")
+    elif not has_resource and not has_non_resource:
+        failure = ("spec.resourceAttributes",
+                   "exactly one of nonResourceAttributes or resourceAttributes must be specified")
+    elif not spec.get("user") and not spec.get("groups"):
+        failure = ("spec.user", "at least one of user or group must be specified")
+    if failure:
+        raise invalid("SubjectAccessReview", "authorization.k8s.io", "", *failure)
 
 
 def _json(body: bytes) -> object:

@@ -1,0 +1,360 @@
+"""Where policies persist, with ETag compare-and-swap: a directory (standalone) or ConfigMaps.
+
+Not pure (disk, Kubernetes API). The store is the source of truth; the Controller follows it
+(autoscaler/policy_sync.py). Rules:
+- A write names the ETag it read (`if_match`); a stale one raises PreconditionFailed and
+  changes nothing. `if_match=None` means "create" and fails the same way when one exists.
+- Every accepted write appends its PolicyChange to a bounded history (newest last, at most
+  HISTORY_LIMIT) kept beside the policy, and logs it as one JSON line on the logger
+  "autoscaler.policy_audit" (the complete record: the history keeps only the last ones).
+- Files: one JSON file per target, written to a temp file in the same directory, fsynced, then
+  renamed over the old one (a crash leaves the old file whole); writers across threads AND
+  processes serialize on an fcntl.flock. The ETag hashes the content, which carries a
+  revision counter, so every write changes it.
+- ConfigMaps: one per target; the ETag is its resourceVersion and the API server does the
+  compare-and-swap (409 -> PreconditionFailed). Only get, list, create and update are used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from autoscaler.errors import AutoscalerError, WriteConflict
+
+audit_log = logging.getLogger("autoscaler.policy_audit")
+
+HISTORY_LIMIT = 200
+MANAGED_BY = "predictive-autoscaler"
+POLICY_LABEL = "autoscaling.predictive.dev/policy"
+TARGET_NAMESPACE_ANNOTATION = "autoscaling.predictive.dev/target-namespace"
+TARGET_NAME_ANNOTATION = "autoscaling.predictive.dev/target-name"
+CONFIGMAP_NAME_MAX = 253
+DEFAULT_STATE_DIR = Path(".autoscaler-state")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+class PreconditionFailed(AutoscalerError):
+    """The ETag given is not the stored one (or a create found one): re-read and retry."""
+
+
+def utc_stamp(moment: datetime | None = None) -> str:
+    """RFC 3339 UTC with seconds and microseconds, e.g. 2026-11-29T20:15:00.123456Z."""
+    moment = moment or datetime.now(UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class PolicyChange:
+    """One accepted change: when (RFC 3339 UTC), who, what (update|pause|resume), old/new doc."""
+
+    at: str
+    who: str
+    action: str
+    old: dict[str, Any] | None = None
+    new: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"at": self.at, "who": self.who, "action": self.action, "old": self.old,
+                "new": self.new}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PolicyChange:
+        return cls(at=str(data["at"]), who=str(data["who"]), action=str(data["action"]),
+                   old=data.get("old"), new=data.get("new"))
+
+
+@dataclass(frozen=True)
+class StoredPolicy:
+    """A target's stored policy document, pause flag, ETag and recent history (newest last)."""
+
+    namespace: str
+    name: str
+    policy: dict[str, Any]
+    paused: bool
+    etag: str | None
+    history: tuple[PolicyChange, ...] = field(default_factory=tuple)
+
+
+class PolicyStore(Protocol):
+    def get(self, namespace: str, name: str) -> StoredPolicy | None: ...
+
+    def list(self) -> dict[tuple[str, str], StoredPolicy]: ...
+
+    def put(self, namespace: str, name: str, *, policy: dict[str, Any], paused: bool,
+            change: PolicyChange, if_match: str | None) -> StoredPolicy: ...
+
+
+def _check_target(namespace: str, name: str) -> None:
+    # Names reach file paths and object names: only what Kubernetes itself allows.
+    if not _DNS_LABEL.match(namespace):
+        raise ValueError(f"invalid namespace {namespace!r}")
+    if len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+        raise ValueError(f"invalid name {name!r}")
+
+
+def _bounded(history: tuple[PolicyChange, ...], change: PolicyChange
+             ) -> tuple[PolicyChange, ...]:
+    return (*history, change)[-HISTORY_LIMIT:]
+
+
+def _audit(namespace: str, name: str, change: PolicyChange, etag: str | None) -> None:
+    audit_log.info(json.dumps({"event": "policy_change", "namespace": namespace,
+                               "name": name, **change.to_json(), "etag": etag},
+                              sort_keys=True, separators=(",", ":")))
+
+
+# -- files --------------------------------------------------------------------------------
+
+class FilePolicyStore:
+    """One JSON file per target under state_dir/policies/ (see the module docstring)."""
+
+    def __init__(self, state_dir: Path | str) -> None:
+        self.dir = Path(state_dir) / "policies"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock_path = self.dir / ".lock"
+        self._thread_lock = threading.Lock()  # flock is per open file, not per thread
+
+    @staticmethod
+    def file_name(namespace: str, name: str) -> str:
+        # "_" appears in neither a namespace nor a name, so the mapping is one-to-one.
+        _check_target(namespace, name)
+        return f"{namespace}_{name}.json"
+
+    def get(self, namespace: str, name: str) -> StoredPolicy | None:
+        return self._read(self.dir / self.file_name(namespace, name))
+
+    def list(self) -> dict[tuple[str, str], StoredPolicy]:
+        out = {}
+        for path in sorted(self.dir.glob("*.json")):  # temp files start with "." and skip
+            stored = self._read(path)
+            if stored is not None:
+                out[(stored.namespace, stored.name)] = stored
+        return out
+
+    def put(self, namespace: str, name: str, *, policy: dict[str, Any], paused: bool,
+            change: PolicyChange, if_match: str | None) -> StoredPolicy:
+        path = self.dir / self.file_name(namespace, name)
+        with self._locked():
+            current = self._read(path)
+            _precondition(current, if_match, f"{namespace}/{name}")
+            revision = (self._revision(path) if current is not None else 0) + 1
+            history = _bounded(current.history if current else (), change)
+            content = _encode({"namespace": namespace, "name": name, "revision": revision,
+                               "policy": policy, "paused": paused,
+                               "history": [c.to_json() for c in history]})
+            self._clean_temps(path)
+            _atomic_write(path, content)
+        stored = StoredPolicy(namespace, name, policy, paused, _etag_of(content), history)
+        _audit(namespace, name, change, stored.etag)
+        return stored
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._thread_lock, open(self._lock_path, "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _clean_temps(self, path: Path) -> None:
+        """Temp files of this target left by a writer that crashed before its rename (we
+        hold the lock, so no live writer owns one)."""
+        for stray in self.dir.glob(f".{path.name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                stray.unlink()
+
+    @staticmethod
+    def _revision(path: Path) -> int:
+        try:
+            return int(json.loads(path.read_bytes()).get("revision", 0))
+        except (OSError, ValueError, AttributeError):
+            return 0
+
+    @staticmethod
+    def _read(path: Path) -> StoredPolicy | None:
+        try:
+            content = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        data = json.loads(content)
+        return StoredPolicy(
+            namespace=data["namespace"], name=data["name"], policy=data["policy"],
+            paused=bool(data["paused"]), etag=_etag_of(content),
+            history=tuple(PolicyChange.from_json(c) for c in data.get("history", ())))
+
+
+def _encode(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, sort_keys=True, indent=1).encode() + b"\n"
+
+
+def _etag_of(content: bytes) -> str:
+    return f'"sha256:{hashlib.sha256(content).hexdigest()[:16]}"'
+
+
+def _atomic_write(path: Path, content: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _precondition(current: StoredPolicy | None, if_match: str | None, what: str) -> None:
+    if if_match is None and current is not None:
+        raise PreconditionFailed(f"{what}: a policy exists already; send its ETag in If-Match")
+    if if_match is not None and (current is None or current.etag != if_match):
+        raise PreconditionFailed(f"{what}: the policy changed since it was read (ETag "
+                                 f"{current.etag if current else 'none'}, If-Match {if_match})")
+
+
+# -- ConfigMaps ---------------------------------------------------------------------------
+
+def configmap_name(namespace: str, name: str) -> str:
+    """"policy-<namespace>.<name>": a namespace has no dot, so the split is one-to-one. Over
+    253 characters, the tail is cut and a hash of both names keeps it unique."""
+    _check_target(namespace, name)
+    full = f"policy-{namespace}.{name}"
+    if len(full) <= CONFIGMAP_NAME_MAX:
+        return full
+    digest = hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()[:16]
+    head = full[:CONFIGMAP_NAME_MAX - len(digest) - 1].rstrip("-.")
+    return f"{head}-{digest}"
+
+
+class ConfigMapPolicyStore:
+    """One ConfigMap per target in `namespace` (the controller's); ETag = resourceVersion."""
+
+    def __init__(self, api_client: Any, namespace: str) -> None:
+        # Imported here: the file store (standalone, and its tests' subprocesses) must not pay
+        # for the Kubernetes client and the forecasting stack behind kube_actuator.
+        import kubernetes.client as k8s
+
+        from autoscaler.kube_actuator import call_api
+
+        self._core = k8s.CoreV1Api(api_client)
+        self._call = call_api
+        self.namespace = namespace
+
+    def get(self, namespace: str, name: str) -> StoredPolicy | None:
+        cm_name = configmap_name(namespace, name)
+        try:
+            cm = self._call(f"get ConfigMap {self.namespace}/{cm_name}",
+                          lambda: self._core.read_namespaced_config_map(cm_name, self.namespace))
+        except AutoscalerError as e:
+            if _status(e) == 404:
+                return None
+            raise
+        return _from_configmap(cm)
+
+    def list(self) -> dict[tuple[str, str], StoredPolicy]:
+        items = self._call(f"list policy ConfigMaps in {self.namespace}", lambda: self._core
+                         .list_namespaced_config_map(self.namespace,
+                                                     label_selector=f"{POLICY_LABEL}=true")).items
+        out = {}
+        for cm in items:
+            stored = _from_configmap(cm)
+            if stored is not None:
+                out[(stored.namespace, stored.name)] = stored
+        return out
+
+    def put(self, namespace: str, name: str, *, policy: dict[str, Any], paused: bool,
+            change: PolicyChange, if_match: str | None) -> StoredPolicy:
+        cm_name = configmap_name(namespace, name)
+        where = f"ConfigMap {self.namespace}/{cm_name}"
+        current = self.get(namespace, name)
+        _precondition(current, if_match, f"{namespace}/{name}")
+        history = _bounded(current.history if current else (), change)
+        body: Any = {  # plain JSON: the client sends dicts as they are
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": cm_name, "namespace": self.namespace,
+                         "labels": {"app.kubernetes.io/managed-by": MANAGED_BY,
+                                    POLICY_LABEL: "true"},
+                         "annotations": {TARGET_NAMESPACE_ANNOTATION: namespace,
+                                         TARGET_NAME_ANNOTATION: name}},
+            "data": {"policy.json": json.dumps(policy, sort_keys=True),
+                     "history.json": json.dumps([c.to_json() for c in history]),
+                     "paused": "true" if paused else "false"}}
+        try:
+            if current is None:
+                cm = self._call(f"create {where}", lambda: self._core.create_namespaced_config_map(
+                    self.namespace, body))
+            else:
+                # The resourceVersion read above makes the API server do the compare-and-swap.
+                body["metadata"]["resourceVersion"] = _rv_of(if_match)
+                cm = self._call(f"update {where}", lambda: self._core.replace_namespaced_config_map(
+                    cm_name, self.namespace, body))
+        except WriteConflict as e:
+            raise PreconditionFailed(f"{namespace}/{name}: the policy changed since it was "
+                                     f"read: {e}") from None
+        except AutoscalerError as e:
+            if _status(e) == 409:  # AlreadyExists: another writer created it first
+                raise PreconditionFailed(f"{namespace}/{name}: a policy exists already: "
+                                         f"{e}") from None
+            raise
+        stored = StoredPolicy(namespace, name, policy, paused,
+                              f'"{cm.metadata.resource_version}"', history)
+        _audit(namespace, name, change, stored.etag)
+        return stored
+
+
+def _rv_of(etag: str | None) -> str:
+    return (etag or "").strip('"')
+
+
+def _status(error: Exception) -> int | None:
+    cause = error.__cause__
+    return getattr(cause, "status", None)
+
+
+def _from_configmap(cm: Any) -> StoredPolicy | None:
+    annotations = cm.metadata.annotations or {}
+    data = cm.data or {}
+    namespace = annotations.get(TARGET_NAMESPACE_ANNOTATION)
+    name = annotations.get(TARGET_NAME_ANNOTATION)
+    if not namespace or not name or "policy.json" not in data:
+        return None  # not one of ours, or hand-made without the keys: ignored
+    history = json.loads(data.get("history.json") or "[]")
+    return StoredPolicy(
+        namespace=namespace, name=name, policy=json.loads(data["policy.json"]),
+        paused=data.get("paused", "false") == "true",
+        etag=f'"{cm.metadata.resource_version}"',
+        history=tuple(PolicyChange.from_json(c) for c in history))
+
+
+# -- choice -------------------------------------------------------------------------------
+
+def policy_store_for(service_settings: Any, *, standalone: bool, state_dir: Path | None,
+                     api_client: Any) -> PolicyStore:
+    """Standalone: files under state_dir (else settings.state_dir, else ./.autoscaler-state);
+    in-cluster: ConfigMaps in settings.policy_namespace."""
+    if standalone:
+        return FilePolicyStore(state_dir or service_settings.state_dir or DEFAULT_STATE_DIR)
+    if api_client is None:
+        raise ValueError("an in-cluster policy store needs a Kubernetes API client")
+    return ConfigMapPolicyStore(api_client, service_settings.policy_namespace)

@@ -1,0 +1,168 @@
+"""The Controller follows the policy store: at the start of every tick, apply what changed.
+
+Not pure (reads the store, drives the Controller). Rules:
+- One `store.list()` per sync. For each controller target, the wanted config is its baseline
+  (the config it started with, from the settings) with the stored document applied, and the
+  wanted pause flag the stored one; a target without a stored policy runs its baseline,
+  unpaused. Only what differs is applied (`update_target`, `set_paused`), so a sync with no
+  change costs one list and nothing else.
+- Leader and standbys sync alike, so any replica's reads show what runs.
+- Failure keeps what runs: a store error, or a stored document that no longer validates (hand
+  edited, a forecaster since removed), is logged and counted as errors{kind="api"}; the target
+  keeps its running policy and the tick goes on.
+- Events: with `events`, the leader reports each change newly seen in a target's history
+  (`events(config, change)`; see KubePolicyEvents), so every accepted change becomes an Event
+  once; history present at the first sync is not re-announced.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from autoscaler.errors import AutoscalerError
+from autoscaler.kube_actuator import EVENT_REASON_MAX, call_api
+from autoscaler.loop import Controller, TargetKey
+from autoscaler.policy_doc import PolicyInvalid, apply_document, document_of
+from autoscaler.policy_store import PolicyChange, PolicyStore, StoredPolicy
+from autoscaler.settings import TargetConfig
+
+log = logging.getLogger(__name__)
+
+PolicyEvents = Callable[[TargetConfig, PolicyChange], None]
+
+
+class PolicySync:
+    """Applies stored policies to a Controller (see the module docstring)."""
+
+    def __init__(self, controller: Controller, store: PolicyStore, *, global_dry_run: bool,
+                 events: PolicyEvents | None = None) -> None:
+        self.controller = controller
+        self.store = store
+        self.global_dry_run = global_dry_run
+        self.events = events
+        self._baseline: dict[TargetKey, TargetConfig] = {}
+        self._seen: dict[TargetKey, PolicyChange | None] = {}  # newest change announced
+
+    def baseline(self, key: TargetKey) -> TargetConfig:
+        """The config the target started with (what runs when nothing is stored)."""
+        if key not in self._baseline:
+            self._baseline[key] = self.controller.targets[key].config
+        return self._baseline[key]
+
+    def sync(self, now_s: float) -> list[TargetKey]:
+        """Apply stored changes; returns the targets whose config or pause flag changed."""
+        try:
+            stored = self.store.list()
+        except Exception as exc:  # noqa: BLE001 - a store failure must never stop a tick
+            log.warning("policy store unavailable, keeping the running policies: %s", exc)
+            self.controller.metrics.errors.labels("api").inc()
+            return []
+        changed = []
+        for key in list(self.controller.targets):
+            namespace, _, name = key
+            try:
+                if self._apply(key, stored.get((namespace, name)), now_s):
+                    changed.append(key)
+            except (PolicyInvalid, ValueError) as exc:
+                log.warning("%s/%s: stored policy not applied, keeping the running one: %s",
+                            namespace, name, exc)
+                self.controller.metrics.errors.labels("api").inc()
+            except Exception as exc:  # noqa: BLE001 - e.g. the hand-back of an old mode failed
+                log.warning("%s/%s: policy change not applied yet, retried next tick: %s",
+                            namespace, name, exc)
+                self.controller.metrics.errors.labels("api").inc()
+        return changed
+
+    def _apply(self, key: TargetKey, stored: StoredPolicy | None, now_s: float) -> bool:
+        base = self.baseline(key)
+        wanted = base if stored is None else apply_document(
+            base, stored.policy, global_dry_run=self.global_dry_run)
+        paused = stored.paused if stored is not None else False
+        state = self.controller.targets[key]
+        changed = False
+        if wanted != state.config:
+            self.controller.update_target(wanted, now_s)
+            changed = True
+        if paused != state.paused:
+            self.controller.set_paused(key, paused)
+            changed = True
+        if changed:
+            log.info("%s/%s: applied the stored policy (paused=%s)", key[0], key[2], paused)
+        self._announce(key, wanted, stored, now_s)
+        return changed
+
+    def _announce(self, key: TargetKey, config: TargetConfig, stored: StoredPolicy | None,
+                  now_s: float) -> None:
+        history = stored.history if stored is not None else ()
+        newest = history[-1] if history else None
+        first = key not in self._seen
+        last_seen = self._seen.get(key)
+        self._seen[key] = newest
+        if first or self.events is None or newest == last_seen:
+            return
+        if not self.controller.is_leader(now_s):
+            return
+        fresh = history
+        if last_seen is not None and last_seen in history:
+            idx = len(history) - 1 - history[::-1].index(last_seen)
+            fresh = history[idx + 1:]
+        for change in fresh:
+            try:
+                self.events(config, change)
+            except Exception as exc:  # noqa: BLE001 - an Event is a report, never fatal
+                log.warning("%s/%s: policy event not emitted: %s", key[0], key[2], exc)
+
+
+def effective(controller: Controller, store: PolicyStore, key: TargetKey) -> StoredPolicy:
+    """The target's stored policy, else its running defaults (unpaused, no ETag yet).
+    Store errors propagate: the API reports them rather than guessing."""
+    namespace, _, name = key
+    stored = store.get(namespace, name)
+    if stored is not None:
+        return stored
+    return StoredPolicy(namespace=namespace, name=name,
+                        policy=document_of(controller.targets[key].config), paused=False,
+                        etag=None, history=())
+
+
+class KubePolicyEvents:
+    """A Normal Event "PolicyUpdated"/"PolicyPaused"/"PolicyResumed" on the target's
+    workload for each accepted change (who and what, never a token)."""
+
+    REASONS = {"update": "PolicyUpdated", "pause": "PolicyPaused", "resume": "PolicyResumed"}
+
+    def __init__(self, api_client: Any, *, component: str = "predictive-autoscaler") -> None:
+        import kubernetes.client as k8s
+
+        self._core = k8s.CoreV1Api(api_client)
+        self.component = component
+
+    def __call__(self, config: TargetConfig, change: PolicyChange) -> None:
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        reason = self.REASONS.get(change.action, "PolicyChanged")[:EVENT_REASON_MAX]
+        body: Any = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{config.name}.", "namespace": config.namespace},
+            "involvedObject": {"apiVersion": "apps/v1", "kind": config.kind,
+                               "name": config.name, "namespace": config.namespace},
+            "reason": reason, "type": "Normal",
+            "message": f"policy {change.action} by {change.who} at {change.at}"
+                       + _diff_text(change),
+            "source": {"component": self.component}, "reportingComponent": self.component,
+            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1}
+        try:
+            call_api(f"create Event for {config.namespace}/{config.name}",
+                     lambda: self._core.create_namespaced_event(config.namespace, body))
+        except AutoscalerError as exc:
+            log.warning("policy event not emitted: %s", exc)
+
+
+def _diff_text(change: PolicyChange) -> str:
+    if not change.old or not change.new:
+        return ""
+    diff = [f"{k}: {change.old.get(k)!r} -> {v!r}" for k, v in change.new.items()
+            if change.old.get(k) != v]
+    return ("; " + ", ".join(diff))[:900] if diff else ""
