@@ -263,7 +263,8 @@ class Controller:
         self.metrics.forget(state.config.namespace, state.config.name)
         if self.actuator is not None and self.is_leader(now_s):
             self.actuator.restore(state.actuator_target, _dt(now_s))
-        if state.placeholders_held and self.prewarmer is not None and self.is_leader(now_s):
+        if (state.config.prewarm_nodes or state.placeholders_held) and (
+                self.prewarmer is not None and self.is_leader(now_s)):
             self.prewarmer.reconcile(state.actuator_target, 0)  # no node held for it any more
 
     def update_target(self, config: TargetConfig, now_s: float) -> TargetState:

@@ -15,6 +15,7 @@ grants.  Deletes carry the pod's uid as a precondition; a pod already gone is no
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,15 @@ _PLACEMENT_FIELDS = ("nodeSelector", "tolerations", "affinity", "runtimeClassNam
 def balloons_needed(predicted_replicas: int, current_replicas: int, max_balloons: int) -> int:
     """Placeholders to hold for a target: the predicted pods not yet created, capped. Pure."""
     return max(0, min(predicted_replicas - current_replicas, max_balloons))
+
+
+def live_pods(pods: Iterable[Any]) -> int:
+    """The pods that exist for a workload (official-client objects): not being deleted and
+    not finished. A pod counts from its creation, scheduled or not: from then on it claims
+    (or waits for) the node its placeholder was holding. Pure."""
+    return sum(1 for p in pods
+               if p.metadata.deletion_timestamp is None
+               and (p.status is None or p.status.phase not in ("Succeeded", "Failed")))
 
 
 def placeholder_pod(target: ActuatorTarget, template: dict[str, Any],
@@ -89,7 +99,10 @@ class Prewarmer:
         self.priority_class = priority_class
         self.dry_run = dry_run
 
-    def reconcile(self, target: ActuatorTarget, wanted: int) -> PrewarmAction:
+    def reconcile(self, target: ActuatorTarget, wanted: int, *,
+                  priority_class: str | None = None) -> PrewarmAction:
+        """Create or delete placeholders so that `wanted` live ones exist for `target`
+        (priority_class: this target's, else the Prewarmer's)."""
         dry = self.dry_run or target.dry_run
         where = f"{target.namespace}/{target.name}"
         listed = call_api(f"list placeholders of {where}", lambda: self._core.list_namespaced_pod(
@@ -102,7 +115,8 @@ class Prewarmer:
         missing = max(0, wanted - len(live))
         if not dry:
             if missing:
-                body: Any = placeholder_pod(target, self._template(target), self.priority_class)
+                body: Any = placeholder_pod(target, self._template(target),
+                                            priority_class or self.priority_class)
                 for _ in range(missing):
                     call_api(f"create placeholder for {where}",
                           lambda: self._core.create_namespaced_pod(target.namespace, body))

@@ -43,6 +43,8 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
+PREWARM_PRIORITY_CLASS = "predictive-autoscaler-placeholder"
+PREWARM_MAX_PLACEHOLDERS = 4
 
 
 def _field_docs(cls: type) -> dict[str, str]:
@@ -116,6 +118,9 @@ class TargetSettings(BaseModel):
     policy: PolicySettings = Field(  # type: ignore[valid-type]
         default_factory=PolicySettings,
         description="fields of policies.predictive.PredictiveConfig [its defaults]")
+    prewarm_max_placeholders: int | None = Field(
+        None, ge=0, description="with prewarm_nodes: placeholder pods held at most for this "
+                                "target [prewarm_max_placeholders]")
 
     @model_validator(mode="after")
     def _check(self) -> TargetSettings:
@@ -240,6 +245,14 @@ class Settings(BaseSettings):
                                                      "[./.autoscaler-state; --state-dir wins]")
     targets: list[TargetSettings] = Field(default_factory=list,
                                           description="the workloads to act on [none]")
+    prewarm_priority_class: str = Field(
+        PREWARM_PRIORITY_CLASS, pattern=DNS_SUBDOMAIN, max_length=253,
+        description="PriorityClass of placeholder pods (prewarm_nodes); the cluster admin "
+                    "creates it with a negative value and preemptionPolicy Never "
+                    f"[{PREWARM_PRIORITY_CLASS}]")
+    prewarm_max_placeholders: int = Field(
+        PREWARM_MAX_PLACEHOLDERS, ge=0, description="placeholder pods held at most per target "
+                                                    f"[{PREWARM_MAX_PLACEHOLDERS}]")
 
     @classmethod
     def settings_customise_sources(
@@ -295,6 +308,8 @@ class TargetConfig:
     request_rate_query: str | None
     gpu_util_query: str | None
     policy: PredictiveConfig
+    prewarm_priority_class: str = PREWARM_PRIORITY_CLASS
+    prewarm_max_placeholders: int = PREWARM_MAX_PLACEHOLDERS
 
 
 def _target_config(t: TargetSettings, s: Settings) -> TargetConfig:
@@ -307,7 +322,10 @@ def _target_config(t: TargetSettings, s: Settings) -> TargetConfig:
         dry_run=s.dry_run if t.dry_run is None else t.dry_run or s.dry_run,
         lead_time_default_s=t.lead_time_default_s or s.lead_time.default_s,
         prewarm_nodes=t.prewarm_nodes, profile=t.profile, request_rate_query=t.queries.request_rate,
-        gpu_util_query=t.queries.gpu_util, policy=PredictiveConfig(**policy))
+        gpu_util_query=t.queries.gpu_util, policy=PredictiveConfig(**policy),
+        prewarm_priority_class=s.prewarm_priority_class,
+        prewarm_max_placeholders=(s.prewarm_max_placeholders if t.prewarm_max_placeholders
+                                  is None else t.prewarm_max_placeholders))
 
 
 def env_name(loc: tuple[int | str, ...]) -> str:

@@ -25,6 +25,11 @@ from .validation import validate
 
 logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 3 * 1024 * 1024  # the real server's default request size limit
+# GET /version as a real 1.27 server answers it (every field the client's VersionInfo requires)
+VERSION_INFO = {"major": "1", "minor": "27", "gitVersion": "v1.27.0-test",
+                "gitCommit": "0000000000000000000000000000000000000000",
+                "gitTreeState": "clean", "buildDate": "2023-04-11T17:04:24Z",
+                "goVersion": "go1.20.3", "compiler": "gc", "platform": "linux/amd64"}
 
 
 @dataclass
@@ -63,9 +68,8 @@ class Api:
     def _handle(self, method: str, path: str, query: dict[str, str],
                 headers: dict[str, str], body: bytes) -> Response:
         if path in routing.NON_RESOURCE_PATHS and method == "GET":
-            if path == "/version":
-                return Response(200, {"major": "1", "minor": "27", "gitVersion": "v1.27.0-test",
-                                      "platform": "linux/amd64"})
+            if path in ("/version", "/version/"):  # the official client asks /version/
+                return Response(200, VERSION_INFO)
             return Response(200, "ok")
         user = self._authenticate(headers.get("authorization", ""))
         info = routing.parse(method, path, query)

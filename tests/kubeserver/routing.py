@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .status import ApiError
 
-NON_RESOURCE_PATHS = frozenset({"/version", "/healthz", "/readyz", "/livez"})
+NON_RESOURCE_PATHS = frozenset({"/version", "/version/", "/healthz", "/readyz", "/livez"})
 
 
 @dataclass(frozen=True)
