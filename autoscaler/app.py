@@ -7,7 +7,9 @@ Rules:
   (Prometheus reachable, and Kubernetes unless standalone) and answers 503 with the reason.
 - /metrics serves `ControllerMetrics.render()` in the Prometheus text format 0.0.4.
 - Handlers are plain `def`: FastAPI runs them in its thread pool, so a slow probe never
-  blocks the event loop. The REST API (issue 4) adds its routers here.
+  blocks the event loop. The REST API (issue 4: autoscaler/api*.py) is installed by
+  `create_app`: its routers, error mapping, authentication and body-size middleware.
+- TLS: `serve` passes a certificate and key (PEM, e.g. from a mounted Secret) to uvicorn.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated
 
 import uvicorn
@@ -36,7 +39,10 @@ health = APIRouter(tags=["health"])
 metrics = APIRouter(tags=["metrics"])
 
 
-@health.get("/healthz")
+PROBE_DOWN = {503: {"description": "not alive / not ready, with the reason"}}
+
+
+@health.get("/healthz", responses=PROBE_DOWN)
 def healthz(service: ServiceDep) -> JSONResponse:
     """Alive: the scheduler that runs the ticks is running."""
     if service.running:
@@ -44,7 +50,7 @@ def healthz(service: ServiceDep) -> JSONResponse:
     return JSONResponse({"status": "down", "reason": "scheduler not running"}, status_code=503)
 
 
-@health.get("/readyz")
+@health.get("/readyz", responses=PROBE_DOWN)
 def readyz(service: ServiceDep) -> JSONResponse:
     """Ready: Prometheus reachable, and Kubernetes reachable unless standalone."""
     problems = [p for p in (service.prometheus_problem(), service.kubernetes_problem()) if p]
@@ -62,10 +68,15 @@ def metrics_text(service: ServiceDep) -> Response:
 
 def create_app(service: Service) -> FastAPI:
     """The API serving `service` (which the caller starts and stops)."""
-    app = FastAPI(title="predictive-autoscaler", version="0.1.0")
+    from autoscaler.api import install  # the API's routers import ServiceDep from here
+
+    app = FastAPI(title="predictive-autoscaler", version="0.1.0",
+                  description="Inspect, explain, what-if, tune and persist the predictive "
+                              "autoscaler's per-target policies.")
     app.state.service = service
     app.include_router(health)
     app.include_router(metrics)
+    install(app, service)
     return app
 
 
@@ -85,9 +96,14 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def serve(app: FastAPI, host: str, port: int) -> bool:
-    """Serve `app` until SIGINT/SIGTERM (call from the main thread); False when the server
-    never started (e.g. the port is taken)."""
-    server = _Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
+def serve(app: FastAPI, host: str, port: int, *, tls_cert_file: Path | None = None,
+          tls_key_file: Path | None = None) -> bool:
+    """Serve `app` until SIGINT/SIGTERM (call from the main thread), over TLS when a
+    certificate and key are given; False when the server never started (e.g. the port is
+    taken, the certificate unreadable)."""
+    tls: dict[str, str] = {}
+    if tls_cert_file is not None and tls_key_file is not None:
+        tls = {"ssl_certfile": str(tls_cert_file), "ssl_keyfile": str(tls_key_file)}
+    server = _Server(uvicorn.Config(app, host=host, port=port, log_level="info", **tls))
     server.run()
     return bool(server.started)

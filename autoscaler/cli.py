@@ -149,8 +149,10 @@ def run(
     standalone: Annotated[bool, typer.Option(help="no Kubernetes: every target dry-run, API on 127.0.0.1")] = False,
     state_dir: Annotated[Path | None, typer.Option(help="standalone state directory [./.autoscaler-state]")] = None,
     kubeconfig: Annotated[Path | None, typer.Option(help="kubeconfig file [in-cluster config]")] = None,
+    insecure_no_auth: Annotated[bool, typer.Option("--insecure-no-auth", help="serve the REST API without authentication (anyone who reaches it may change policies)")] = False,
 ) -> None:
-    """Run the controller and its API until SIGINT/SIGTERM."""
+    """Run the controller and its API until SIGINT/SIGTERM (HTTPS when api_tls_cert_file
+    and api_tls_key_file are set)."""
     import logging
 
     from autoscaler.app import create_app, serve
@@ -162,17 +164,30 @@ def run(
     try:
         settings = load_settings(config)
         service = build_service(settings, standalone=standalone, state_dir=state_dir,
-                                kubeconfig=kubeconfig)
+                                kubeconfig=kubeconfig, insecure_no_auth=insecure_no_auth)
     except (ConfigError, OSError) as e:
         fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
         return
     service.start()
     try:
-        started = serve(create_app(service), settings.api_host, settings.api_port)
+        started = serve(create_app(service), settings.api_host, settings.api_port,
+                        tls_cert_file=settings.api_tls_cert_file,
+                        tls_key_file=settings.api_tls_key_file)
     finally:
         service.shutdown()
     if not started:
         fail(f"could not serve the API on {settings.api_host}:{settings.api_port}")
+
+
+def _register_api_clients() -> None:
+    """`autoscaler policy get|set|history` and `autoscaler whatif`: thin clients of the API."""
+    from autoscaler.cli_client import policy_app, whatif
+
+    app.add_typer(policy_app, name="policy")
+    app.command(cls=OneLineErrors)(whatif)
+
+
+_register_api_clients()
 
 
 def main() -> None:
@@ -185,6 +200,8 @@ def main() -> None:
         typer.echo("error: aborted", err=True)
         sys.exit(1)
     except typer.TyperException as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # the help is printed: nothing to add
+            sys.exit(2)
         message = e.format_message() if hasattr(e, "format_message") else str(e)
         typer.echo(f"error: {message.splitlines()[0] if message else type(e).__name__}",
                    err=True)

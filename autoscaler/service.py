@@ -12,8 +12,14 @@ Rules:
     so fits never run inside a tick nor in the API's threads;
   * `lease` every retry_period_s: `LeaderElector.try_acquire_or_renew`, which feeds the
     Controller's `is_leader` (only when leader election is on).
-- The Controller is not thread-safe: one lock serializes a tick and a refit (each refit is
-  one target, so a tick waits at most one fit). The API reads only the metrics registry.
+- The Controller is not thread-safe: one lock serializes a tick, a refit (each refit is one
+  target, so a tick waits at most one fit) and the API's policy changes (`apply_policies`).
+  The API's reads copy what they show (a deque copies atomically under the GIL).
+- Policies (issue 4): the store (files under the state directory standalone, ConfigMaps
+  in-cluster) is the source of truth; `PolicySync.sync` at the start of every tick makes the
+  Controller follow it, so a change written by any replica is applied within one tick.
+  The API's authenticator and the what-if jobs live here too, so that one object owns
+  everything the process runs and `shutdown` stops it all.
 - The wall clock is read here and only here (`clock`), and handed to the core as `now_s`.
 - Shutdown stops the jobs and gives the Lease up; it restores nothing (the floors stay where
   they are: a restart must not make capacity drop; only removing a target restores its HPA).
@@ -25,7 +31,7 @@ import logging
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -86,6 +92,10 @@ class Service:
     clock: Callable[[], float] = time.time
     tick_fn: Callable[[float], Any] | None = None
     tick_s: float | None = None
+    store: Any = None  # autoscaler.policy_store.PolicyStore
+    sync: Any = None  # autoscaler.policy_sync.PolicySync (None: the config file only)
+    auth: Any = None  # autoscaler.auth.Authenticator
+    whatif: Any = None  # autoscaler.whatif.WhatIfJobs
 
     def __post_init__(self) -> None:
         self.scheduler = BackgroundScheduler(
@@ -114,10 +124,25 @@ class Service:
         now_s = self.clock()
         try:
             with self._lock:
+                self._sync(now_s)
                 (self.tick_fn or self.controller.tick)(now_s)
         except Exception:  # Controller.tick never raises; a test's tick_fn might
             log.exception("tick failed")
         self.submit_refits(now_s)
+
+    def _sync(self, now_s: float) -> None:
+        if self.sync is None:
+            return
+        try:  # PolicySync never raises on a store failure; anything else must not stop a tick
+            self.sync.sync(now_s)
+        except Exception:
+            log.exception("policy sync failed")
+            self.controller.metrics.errors.labels("api").inc()
+
+    def apply_policies(self) -> None:
+        """Make the Controller follow the store now (after an API write), not at the next tick."""
+        with self._lock:
+            self._sync(self.clock())
 
     def submit_refits(self, now_s: float) -> list[str]:
         """One one-shot job per target whose refit is due and not already queued."""
@@ -167,6 +192,8 @@ class Service:
         """Stop the jobs (waiting for a running tick), give the Lease up; restore nothing."""
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
+        if self.whatif is not None:
+            self.whatif.shutdown(wait=False)
         if self.elector is not None:
             try:
                 self.elector.release()
@@ -204,10 +231,21 @@ def build_service(settings: Settings, *, standalone: bool = False,
                   state_dir: Path | None = None, kubeconfig: Path | None = None,
                   api_client: Any = None, clock: Callable[[], float] = time.time,
                   tick_s: float | None = None,
-                  tick_fn: Callable[[float], Any] | None = None) -> Service:
+                  tick_fn: Callable[[float], Any] | None = None,
+                  insecure_no_auth: bool = False,
+                  environ: Mapping[str, str] | None = None) -> Service:
     """The service for `settings` (not started). Standalone: no Kubernetes, every target
-    dry-run, no leader election, state_dir (default ./.autoscaler-state) created.
-    Otherwise `api_client`, else one from `kubeconfig`, else the in-cluster config."""
+    dry-run, no leader election, state_dir (default ./.autoscaler-state) created, policies
+    in files under it, API tokens from `environ` (default os.environ) / api_tokens_file.
+    Otherwise `api_client`, else one from `kubeconfig`, else the in-cluster config; policies
+    in ConfigMaps of settings.policy_namespace, callers checked by TokenReview and
+    SubjectAccessReview. insecure_no_auth: no API authentication at all.
+    Raises ConfigError when the API would have no way to authenticate anyone."""
+    from autoscaler.auth import authenticator_for
+    from autoscaler.policy_store import ConfigMapPolicyStore, FilePolicyStore
+    from autoscaler.policy_sync import KubePolicyEvents, PolicySync
+    from autoscaler.whatif import WhatIfJobs
+
     if standalone:
         settings = settings.for_standalone()
         state_dir = Path(state_dir or settings.state_dir or DEFAULT_STATE_DIR)
@@ -215,6 +253,8 @@ def build_service(settings: Settings, *, standalone: bool = False,
         api_client = None
     elif api_client is None:
         api_client = kube_api_client(kubeconfig)
+    auth = authenticator_for(settings, standalone=standalone, api_client=api_client,
+                             insecure_no_auth=insecure_no_auth, environ=environ)
     step_s = int(settings.history.step_s)
     history_s = settings.history.days * 86400.0
     source = PrometheusSource(settings.prometheus_url, step_s=step_s,
@@ -236,6 +276,12 @@ def build_service(settings: Settings, *, standalone: bool = False,
         history_s=history_s, start_s=clock(),
         lead_time_factory=lambda default_s: LeadTimeTracker(
             default_s, window=lt.window_pods, min_pods=lt.min_pods, quantile=lt.quantile))
+    store = (FilePolicyStore(state_dir) if standalone
+             else ConfigMapPolicyStore(api_client, settings.policy_namespace))
+    sync = PolicySync(controller, store, global_dry_run=settings.dry_run,
+                      events=KubePolicyEvents(api_client) if api_client is not None else None)
+    sync.sync(clock())  # stored policies run from the first tick; sets the Events' baseline
     return Service(settings, controller, standalone, state_dir=state_dir,
                    api_client=api_client, elector=elector, clock=clock, tick_fn=tick_fn,
-                   tick_s=tick_s)
+                   tick_s=tick_s, store=store, sync=sync, auth=auth,
+                   whatif=WhatIfJobs(settings.whatif_max_running_per_caller))

@@ -41,11 +41,15 @@ def settings_for(url: str, n_targets: int = 1) -> Settings:
         for i in range(n_targets)])
 
 
+# The API refuses to start standalone without a token (see tests/test_api*.py for auth).
+TOKENS = {"AUTOSCALER_API_TOKENS": "test-token-for-service:read"}
+
+
 @pytest.fixture
 def standalone(prometheus_scraping, tmp_path):
     prometheus_scraping.exporter.inc("default", "demo", 5)
     service = build_service(settings_for(prometheus_scraping.url), standalone=True,
-                            state_dir=tmp_path / "state", tick_s=3600.0)
+                            state_dir=tmp_path / "state", tick_s=3600.0, environ=TOKENS)
     service.start()
     try:
         yield service
@@ -85,7 +89,7 @@ def test_healthz_readyz_and_metrics_after_a_tick(standalone) -> None:
 def test_readyz_503_names_prometheus_when_unreachable(tmp_path) -> None:
     closed = f"http://127.0.0.1:{free_port()}"
     service = build_service(settings_for(closed), standalone=True, state_dir=tmp_path,
-                            tick_s=3600.0)
+                            tick_s=3600.0, environ=TOKENS)
     with TestClient(create_app(service)) as client:
         assert client.get("/healthz").status_code == 503  # not started: not alive
         service.start()
@@ -112,7 +116,7 @@ def test_tick_job_never_piles_up_and_refits_are_separate_jobs(prometheus_scrapin
 
     service = build_service(settings_for(prometheus_scraping.url, n_targets=3),
                             standalone=True, state_dir=tmp_path, tick_s=0.05,
-                            tick_fn=slow_tick)
+                            tick_fn=slow_tick, environ=TOKENS)
     tick = service.scheduler.get_job(TICK_JOB)
     assert tick.max_instances == 1 and tick.coalesce is True
     assert tick.trigger.interval.total_seconds() == pytest.approx(0.05)
@@ -126,7 +130,8 @@ def test_tick_job_never_piles_up_and_refits_are_separate_jobs(prometheus_scrapin
     # tick's. A fresh Prometheus has no settled history yet, so mark it fed (the condition
     # Controller.refit_due documents) instead of waiting minutes for it.
     service = build_service(settings_for(prometheus_scraping.url, n_targets=3),
-                            standalone=True, state_dir=tmp_path, tick_s=3600.0)
+                            standalone=True, state_dir=tmp_path, tick_s=3600.0,
+                            environ=TOKENS)
     now_s = time.time()
     for state in service.controller.targets.values():
         state.fed_until_s = now_s - 60.0
@@ -146,6 +151,7 @@ def test_tick_job_never_piles_up_and_refits_are_separate_jobs(prometheus_scrapin
 
 def _cli_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOSCALER_")}
+    env.update(TOKENS)
     env.update(extra)
     return env
 
