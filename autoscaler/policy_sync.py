@@ -52,6 +52,18 @@ class PolicySync:
             self._baseline[key] = self.controller.targets[key].config
         return self._baseline[key]
 
+    def set_baseline(self, key: TargetKey, config: TargetConfig) -> None:
+        """What the target runs when nothing is stored, from now on (a discovered target's
+        annotations changed, or it was just added); the next sync applies the stored
+        policy on top of it."""
+        self._baseline[key] = config
+
+    def forget(self, key: TargetKey) -> None:
+        """Drop a removed target's state; its stored policy stays in the store (and applies
+        again if the target comes back)."""
+        self._baseline.pop(key, None)
+        self._seen.pop(key, None)
+
     def sync(self, now_s: float) -> list[TargetKey]:
         """Apply stored changes; returns the targets whose config or pause flag changed."""
         try:

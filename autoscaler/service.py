@@ -20,6 +20,8 @@ Rules:
   Controller follow it, so a change written by any replica is applied within one tick.
   The API's authenticator and the what-if jobs live here too, so that one object owns
   everything the process runs and `shutdown` stops it all.
+- Discovery (in-cluster only, `discovery.enabled`): every discovery.interval_s a tick first
+  reconciles the annotated workloads (autoscaler/discovery.py), then syncs the policies.
 - The wall clock is read here and only here (`clock`), and handed to the core as `now_s`.
 - Shutdown stops the jobs and gives the Lease up; it restores nothing (the floors stay where
   they are: a restart must not make capacity drop; only removing a target restores its HPA).
@@ -96,6 +98,7 @@ class Service:
     sync: Any = None  # autoscaler.policy_sync.PolicySync (None: the config file only)
     auth: Any = None  # autoscaler.auth.Authenticator
     whatif: Any = None  # autoscaler.whatif.WhatIfJobs
+    discovery: Any = None  # autoscaler.discovery.Discovery (None: the config's targets only)
 
     def __post_init__(self) -> None:
         self.scheduler = BackgroundScheduler(
@@ -103,8 +106,12 @@ class Service:
                        REFIT_EXECUTOR: ThreadPoolExecutor(REFIT_WORKERS)},
             job_defaults={"coalesce": True, "max_instances": 1}, timezone=UTC)
         self._lock = threading.Lock()
+        self._discovered_at_s: float | None = None
         self._refits_pending: set[TargetKey] = set()
         self._pending_lock = threading.Lock()
+        # APScheduler's shutdown holds its job-store lock while it waits for running jobs, so
+        # a tick adding a refit job then would deadlock it: once stopping, none is added.
+        self._stopping = False
         self.tick_s = self.tick_s or self.settings.tick_s
         self.add_jobs()
 
@@ -124,6 +131,7 @@ class Service:
         now_s = self.clock()
         try:
             with self._lock:
+                self._discover(now_s)
                 self._sync(now_s)
                 (self.tick_fn or self.controller.tick)(now_s)
         except Exception:  # Controller.tick never raises; a test's tick_fn might
@@ -139,6 +147,21 @@ class Service:
             log.exception("policy sync failed")
             self.controller.metrics.errors.labels("api").inc()
 
+    def _discover(self, now_s: float) -> None:
+        """Targets discovered by annotation, every discovery.interval_s (before the sync, so
+        a new target runs its stored policy from its first tick); a failure waits for the
+        next interval, never stops the tick."""
+        last = self._discovered_at_s
+        if self.discovery is None or (
+                last is not None and now_s - last < self.settings.discovery.interval_s):
+            return
+        self._discovered_at_s = now_s
+        try:
+            self.discovery.reconcile(self.controller, self.sync, now_s)
+        except Exception as exc:
+            log.warning("target discovery failed, targets unchanged: %s", exc)
+            self.controller.metrics.errors.labels("discovery").inc()
+
     def apply_policies(self) -> None:
         """Make the Controller follow the store now (after an API write), not at the next tick."""
         with self._lock:
@@ -150,13 +173,14 @@ class Service:
             due = self.controller.refit_due(now_s)
         ids = []
         for key in due:
+            job_id = REFIT_PREFIX + "/".join(key)
             with self._pending_lock:
-                if key in self._refits_pending:
+                if key in self._refits_pending or self._stopping:
                     continue
                 self._refits_pending.add(key)
-            job_id = REFIT_PREFIX + "/".join(key)
-            self.scheduler.add_job(self.refit, id=job_id, args=[key], executor=REFIT_EXECUTOR,
-                                   replace_existing=True, misfire_grace_time=None)
+                self.scheduler.add_job(self.refit, id=job_id, args=[key],
+                                       executor=REFIT_EXECUTOR, replace_existing=True,
+                                       misfire_grace_time=None)
             ids.append(job_id)
         return ids
 
@@ -190,6 +214,8 @@ class Service:
 
     def shutdown(self) -> None:
         """Stop the jobs (waiting for a running tick), give the Lease up; restore nothing."""
+        with self._pending_lock:  # after this, no tick adds a job (see _stopping)
+            self._stopping = True
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
         if self.whatif is not None:
@@ -246,6 +272,9 @@ def build_service(settings: Settings, *, standalone: bool = False,
     from autoscaler.policy_sync import KubePolicyEvents, PolicySync
     from autoscaler.whatif import WhatIfJobs
 
+    if standalone and settings.discovery.enabled:
+        raise ConfigError("discovery.enabled: target discovery needs Kubernetes; standalone "
+                          "mode has none (set discovery.enabled: false)")
     if standalone:
         settings = settings.for_standalone()
         state_dir = Path(state_dir or settings.state_dir or DEFAULT_STATE_DIR)
@@ -281,7 +310,13 @@ def build_service(settings: Settings, *, standalone: bool = False,
     sync = PolicySync(controller, store, global_dry_run=settings.dry_run,
                       events=KubePolicyEvents(api_client) if api_client is not None else None)
     sync.sync(clock())  # stored policies run from the first tick; sets the Events' baseline
+    discovery = None
+    if settings.discovery.enabled and api_client is not None:
+        from autoscaler.discovery import Discovery
+
+        discovery = Discovery(api_client, settings)  # first run: the first tick
     return Service(settings, controller, standalone, state_dir=state_dir,
                    api_client=api_client, elector=elector, clock=clock, tick_fn=tick_fn,
                    tick_s=tick_s, store=store, sync=sync, auth=auth,
-                   whatif=WhatIfJobs(settings.whatif_max_running_per_caller))
+                   whatif=WhatIfJobs(settings.whatif_max_running_per_caller),
+                   discovery=discovery)

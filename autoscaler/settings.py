@@ -205,6 +205,53 @@ class HistorySettings(BaseModel):
     days: float = Field(7.0, gt=0, le=90, description="how far back the forecasters look, d [7]")
 
 
+DISCOVERY_ANNOTATION = "autoscaling.predictive.dev/enabled"
+_NOT_DEFAULTS = ("namespace", "name", "kind")  # come from the discovered workload
+
+
+def _defaults_model() -> type[BaseModel]:
+    """TargetSettings' fields a discovered target starts from (same types, defaults and
+    descriptions; generated so the two cannot drift). No cross-field check here: a
+    discovered target is validated whole, as TargetSettings, once its annotations apply."""
+    fields: dict[str, Any] = {
+        name: (f.annotation, f) for name, f in TargetSettings.model_fields.items()
+        if name not in _NOT_DEFAULTS}
+    return create_model("DiscoveryDefaults", __config__=_STRICT,
+                        __doc__="TargetSettings fields for discovered targets.", **fields)
+
+
+DiscoveryDefaults = _defaults_model()
+
+
+class DiscoverySettings(BaseModel):
+    """Targets discovered by an annotation on Deployments and StatefulSets (in-cluster only)."""
+
+    model_config = _STRICT
+    enabled: bool = Field(False, description="list workloads and act on the annotated ones "
+                                             "[false]")
+    interval_s: float = Field(60.0, gt=0, description="how often the workloads are listed, s "
+                                                      "[60]")
+    annotation: str = Field(DISCOVERY_ANNOTATION, min_length=1, max_length=316,
+                            pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]"
+                                    r"([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+                            description="value \"true\" opts a workload in "
+                                        f"[{DISCOVERY_ANNOTATION}]")
+    defaults: DiscoveryDefaults = Field(  # type: ignore[valid-type]
+        default_factory=DiscoveryDefaults,
+        description="target fields a discovered workload starts from; its "
+                    "autoscaling.predictive.dev/* annotations override them [TargetSettings' "
+                    "defaults]")
+
+    @model_validator(mode="after")
+    def _check(self) -> DiscoverySettings:
+        # the rest is checked per workload, once its annotations apply; a wrong preset here
+        # would make every discovered target invalid, so it fails at start
+        preset = self.defaults.preset  # type: ignore[attr-defined]
+        if preset is not None and preset not in PRESETS:
+            raise ValueError(f"defaults.preset: unknown {preset!r}; known: {sorted(PRESETS)}")
+        return self
+
+
 class Settings(BaseSettings):
     """The whole configuration (config.yaml), environment over file."""
 
@@ -253,6 +300,9 @@ class Settings(BaseSettings):
     prewarm_max_placeholders: int = Field(
         PREWARM_MAX_PLACEHOLDERS, ge=0, description="placeholder pods held at most per target "
                                                     f"[{PREWARM_MAX_PLACEHOLDERS}]")
+    discovery: DiscoverySettings = Field(
+        default_factory=DiscoverySettings,
+        description="targets discovered by annotation [off; see its fields]")
 
     @classmethod
     def settings_customise_sources(
@@ -281,6 +331,10 @@ class Settings(BaseSettings):
     def targets_config(self) -> tuple[TargetConfig, ...]:
         """Each target converted once into frozen types, global defaults resolved."""
         return tuple(_target_config(t, self) for t in self.targets)
+
+    def target_config(self, target: TargetSettings) -> TargetConfig:
+        """One (e.g. discovered) target converted as targets_config() converts each."""
+        return _target_config(target, self)
 
     def for_standalone(self) -> Settings:
         """No Kubernetes: every target dry-run, no leader election."""

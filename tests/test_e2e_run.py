@@ -128,9 +128,17 @@ def test_autoscaler_run_with_kubeconfig_writes_the_floor_and_stops_on_sigterm(
                 return hpa_of(kube_admin_client, ns)
 
             h = poll(state, floor_written, 30.0, "the floor written by `autoscaler run`")
+            def status(probe: str) -> int | str:
+                # the tick may write the floor before uvicorn listens: retry, bounded
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/{probe}",
+                                                timeout=10) as r:
+                        return r.status
+                except OSError as e:
+                    return f"{type(e).__name__}: {e}"
+
             for probe in ("healthz", "readyz"):  # alive, and Prometheus + API server reachable
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/{probe}", timeout=10) as r:
-                    assert r.status == 200, probe
+                poll(lambda p=probe: status(p), lambda s: s == 200, 20.0, f"/{probe} 200")
             proc.send_signal(signal.SIGTERM)
             out, _ = proc.communicate(timeout=15)
         finally:

@@ -11,9 +11,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -103,6 +105,33 @@ def test_readyz_503_names_prometheus_when_unreachable(tmp_path) -> None:
 
 
 # -- (b) the scheduler -------------------------------------------------------------------------
+
+
+def test_shutdown_during_a_tick_that_submits_refits_does_not_deadlock(prometheus_scraping,
+                                                                     tmp_path) -> None:
+    """APScheduler's shutdown holds its job-store lock while it waits for the running tick;
+    a tick that then adds its refit jobs must not wait on that lock forever."""
+    in_tick, stopping = threading.Event(), threading.Event()
+    service: Any = None
+
+    def tick_then_wait(now_s: float) -> None:
+        for state in service.controller.targets.values():  # refits due when it returns
+            state.fed_until_s = now_s - 60.0
+        in_tick.set()
+        stopping.wait(10.0)
+        time.sleep(0.3)  # let shutdown reach the scheduler's wait for this job
+
+    service = build_service(settings_for(prometheus_scraping.url, n_targets=2),
+                            standalone=True, state_dir=tmp_path, tick_s=3600.0,
+                            tick_fn=tick_then_wait, environ=TOKENS)
+    service.start()
+    assert in_tick.wait(10.0), "the first tick never ran"
+    stopper = threading.Thread(target=service.shutdown, daemon=True)
+    stopper.start()
+    stopping.set()
+    stopper.join(20.0)
+    assert not stopper.is_alive(), "shutdown deadlocked with the tick adding refit jobs"
+    assert not service.running
 
 
 def test_tick_job_never_piles_up_and_refits_are_separate_jobs(prometheus_scraping,
