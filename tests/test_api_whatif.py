@@ -94,3 +94,44 @@ def test_whatif_needs_only_read_and_a_token(service) -> None:
         assert r.status_code == 202
         service.whatif.wait(r.json()["job_id"], timeout_s=60)
         assert c.get(r.headers["location"]).status_code == 401
+
+
+def test_whatif_through_the_api_equals_record_then_simulate(prometheus_backfilled,
+                                                             tmp_path) -> None:
+    """POST .../whatif on the real backfilled Prometheus, the real replay in the worker
+    process: the job's figures equal those of the two commands it reports, run as a user
+    would (`autoscaler record ... > series.csv`, then `autoscaler simulate ... --json`)."""
+    import json
+    import os
+    import subprocess
+
+    from autoscaler.service import build_service
+    from autoscaler.settings import Settings
+    from tests.test_whatif import GROUPED, VENV_BIN, figures
+
+    settings = Settings(prometheus_url=prometheus_backfilled.url,
+                        history={"days": 0.125, "step_s": 60.0},  # 3 h of warm-up history
+                        targets=[{"namespace": "default", "name": "demo",
+                                  "queries": {"request_rate": GROUPED}}])
+    svc = build_service(settings, standalone=True, state_dir=tmp_path / "state",
+                        tick_s=3600.0, environ=TOKENS)
+    try:
+        with TestClient(create_app(svc)) as c:
+            r = c.post(f"{DEMO}/whatif?window=3h", headers=R, json={"quantile": 0.99})
+            assert r.status_code == 202, r.text
+            svc.whatif.wait(r.json()["job_id"], timeout_s=240)
+            job = c.get(r.headers["location"], headers=R).json()
+    finally:
+        svc.shutdown()
+    assert job["status"] == "done", job["error"]
+    result = job["result"]
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
+    for line in result["command"]:
+        done = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, (line, done.stderr[-2000:])
+    cli = json.loads((tmp_path / "whatif.json").read_text())
+    assert figures(result["comparison"]) == figures(cli)
+    policies = [row["policy"] for row in cli["results"]]
+    assert policies == ["hpa", "predictive", "predictive"]  # HPA alone, current, candidate
+    assert cli["results"][2]["params"]["quantile"] == 0.99
