@@ -5,39 +5,19 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from typer.core import TyperCommand
 
+from autoscaler.cli_common import OneLineErrors, fail, run_app
 from forecasting.errors import ForecastError
 from policies.registry import PolicySpecError
 from simulator.errors import SimulatorError
-
-
-class OneLineErrors(TyperCommand):
-    """Usage errors (bad option values, unknown options) as one line, no usage box."""
-
-    def make_context(self, info_name: str | None, args: list[str],
-                     parent: Any = None, **extra: Any) -> Any:
-        try:
-            return super().make_context(info_name, args, parent=parent, **extra)
-        except typer.TyperException as e:
-            message = e.format_message() if hasattr(e, "format_message") else str(e)
-            typer.echo(f"error: {message.splitlines()[0] if message else type(e).__name__}",
-                       err=True)
-            raise typer.Exit(2) from None
-
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Predictive autoscaler for ML inference on Kubernetes.")
 
 USER_ERRORS = (SimulatorError, PolicySpecError, ForecastError, ValueError, OSError)
-
-
-def fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
 
 
 @app.command(cls=OneLineErrors)
@@ -192,21 +172,7 @@ _register_api_clients()
 
 def main() -> None:
     """Entry point: usage errors become one line too (no usage box, no traceback)."""
-    try:
-        rv = app(standalone_mode=False)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except typer.Abort:
-        typer.echo("error: aborted", err=True)
-        sys.exit(1)
-    except typer.TyperException as e:
-        if type(e).__name__ == "NoArgsIsHelpError":  # the help is printed: nothing to add
-            sys.exit(2)
-        message = e.format_message() if hasattr(e, "format_message") else str(e)
-        typer.echo(f"error: {message.splitlines()[0] if message else type(e).__name__}",
-                   err=True)
-        sys.exit(2)
-    sys.exit(rv if isinstance(rv, int) else 0)
+    run_app(app)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,9 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.table import Table
-from typer.core import TyperCommand
 
 from autoscaler.api_client import ApiClient, ApiClientError
+from autoscaler.cli_common import OneLineErrors, fail, run_app
 
 POLL_INTERVAL_S = 1.0
 COMPARISON_COLUMNS = ("policy", "SLO attainment", "replica-h", "cost USD", "cost/oracle",
@@ -31,26 +31,6 @@ COMPARISON_COLUMNS = ("policy", "SLO attainment", "replica-h", "cost USD", "cost
                       "req per replica-h")
 """The columns of `autoscaler simulate` (simulator.report.COLUMNS; a test keeps them equal)."""
 WHATIF_ROLES = ("hpa", "current", "candidate")
-
-
-class _OneLineErrors(TyperCommand):
-    """Usage errors as one `error:` line, exit 2 (as autoscaler.cli.OneLineErrors; not
-    imported from there because cli.py imports this module)."""
-
-    def make_context(self, info_name: str | None, args: list[str],
-                     parent: Any = None, **extra: Any) -> Any:
-        try:
-            return super().make_context(info_name, args, parent=parent, **extra)
-        except typer.TyperException as e:
-            message = e.format_message() if hasattr(e, "format_message") else str(e)
-            typer.echo(f"error: {message.splitlines()[0] if message else type(e).__name__}",
-                       err=True)
-            raise typer.Exit(2) from None
-
-
-def fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
 
 
 # -- pure: arguments -----------------------------------------------------------------------------
@@ -247,7 +227,7 @@ policy_app = typer.Typer(add_completion=False, no_args_is_help=True,
                          help="Read and change a target's policy through the REST API.")
 
 
-@policy_app.command("get", cls=_OneLineErrors)
+@policy_app.command("get", cls=OneLineErrors)
 def policy_get(target: TargetArg) -> None:
     """Print the target's policy: field, value, default."""
     namespace, name = _target(target)
@@ -260,7 +240,7 @@ def policy_get(target: TargetArg) -> None:
                                   response.etag))
 
 
-@policy_app.command("set", cls=_OneLineErrors)
+@policy_app.command("set", cls=OneLineErrors)
 def policy_set(
     target: TargetArg,
     assignments: SetOpt = None,
@@ -287,7 +267,7 @@ def policy_set(
                                   response.etag))
 
 
-@policy_app.command("history", cls=_OneLineErrors)
+@policy_app.command("history", cls=OneLineErrors)
 def policy_history(target: TargetArg) -> None:
     """Print the recorded changes of the policy: when, who, action, old -> new."""
     namespace, name = _target(target)
@@ -376,17 +356,8 @@ def main() -> None:
     app = typer.Typer(add_completion=False, no_args_is_help=True,
                       pretty_exceptions_enable=False)
     app.add_typer(policy_app, name="policy")
-    app.command(cls=_OneLineErrors)(whatif)
-    try:
-        rv = app(standalone_mode=False)  # click returns an Exit's code here
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except typer.TyperException as e:
-        message = e.format_message() if hasattr(e, "format_message") else str(e)
-        typer.echo(f"error: {message.splitlines()[0] if message else type(e).__name__}",
-                   err=True)
-        sys.exit(2)
-    sys.exit(rv if isinstance(rv, int) else 0)
+    app.command(cls=OneLineErrors)(whatif)
+    run_app(app)
 
 
 if __name__ == "__main__":
