@@ -362,27 +362,33 @@ def test_concurrent_patches_with_one_etag_exactly_one_wins(service, stored_first
     for _ in range(rounds):
         with TestClient(app) as c:
             _, etag = get_policy(c)
-        barrier = threading.Barrier(2)
-        results: dict[int, int] = {}
-
-        def one(value: int, etag: str = etag, barrier: threading.Barrier = barrier,
-                results: dict[int, int] = results) -> None:
-            with TestClient(app) as c:
-                barrier.wait()
-                results[value] = patch(c, {"max_replicas": value}, etag).status_code
-
-        threads = [threading.Thread(target=one, args=(v,)) for v in (8, 9)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-        assert sorted(results.values()) == [200, 412]
-        winner = next(v for v, status in results.items() if status == 200)
+        winner = race_two_patches(app, (8, 9), lambda c, value, etag=etag: patch(
+            c, {"max_replicas": value}, etag).status_code)
         with TestClient(app) as c:
             assert get_policy(c)[0]["max_replicas"] == winner
     with TestClient(app) as c:
         history = c.get(f"{DEMO}/policy/history", headers=R).json()["changes"]
     assert len(history) == rounds + (1 if stored_first else 0)  # one entry per winner
+
+
+def race_two_patches(app, values: tuple[int, int], send) -> int:
+    """Two clients send(client, value) at once with the same ETag: exactly one 200 and one
+    412; returns the winning value."""
+    barrier = threading.Barrier(2)
+    results: dict[int, int] = {}
+
+    def one(value: int) -> None:
+        with TestClient(app) as c:
+            barrier.wait()
+            results[value] = send(c, value)
+
+    threads = [threading.Thread(target=one, args=(v,)) for v in values]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(results.values()) == [200, 412]
+    return next(v for v, status in results.items() if status == 200)
 
 
 def test_restart_keeps_policy_and_pause(prometheus_scraping, tmp_path) -> None:

@@ -13,7 +13,7 @@ from autoscaler.policy_store import POLICY_LABEL
 from autoscaler.service import build_service
 from autoscaler.settings import Settings
 from tests.kubeserver.rbac import UserInfo
-from tests.test_api import MERGE, RATE
+from tests.test_api import MERGE, RATE, race_two_patches
 
 POLICY_NS = "predictive-autoscaler"
 DEMO = "/targets/default/demo"
@@ -135,7 +135,6 @@ def test_api_server_down_is_503_never_a_pass(client, users) -> None:
 
 
 def test_concurrent_patches_on_the_configmap_exactly_one_wins(service) -> None:
-    import threading
 
     app = create_app(service)
     with TestClient(app) as c:
@@ -143,21 +142,8 @@ def test_concurrent_patches_on_the_configmap_exactly_one_wins(service) -> None:
         assert c.patch(f"{DEMO}/policy", json={"min_replicas": 2}, headers={
             **EDITOR, "If-Match": etag, "Content-Type": MERGE}).status_code == 200
         etag = c.get(f"{DEMO}/policy", headers=VIEWER).headers["etag"]
-    barrier = threading.Barrier(2)
-    results: dict[int, int] = {}
-
-    def one(value: int) -> None:
-        with TestClient(app) as c:
-            barrier.wait()
-            results[value] = c.patch(f"{DEMO}/policy", json={"max_replicas": value}, headers={
-                **EDITOR, "If-Match": etag, "Content-Type": MERGE}).status_code
-
-    threads = [threading.Thread(target=one, args=(v,)) for v in (30, 40)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert sorted(results.values()) == [200, 412]
-    winner = next(v for v, status in results.items() if status == 200)
+    winner = race_two_patches(app, (30, 40), lambda c, value: c.patch(
+        f"{DEMO}/policy", json={"max_replicas": value},
+        headers={**EDITOR, "If-Match": etag, "Content-Type": MERGE}).status_code)
     with TestClient(app) as c:
         assert c.get(f"{DEMO}/policy", headers=VIEWER).json()["max_replicas"] == winner
