@@ -7,12 +7,20 @@ Not pure (disk, Kubernetes API). The store is the source of truth; the Controlle
 - Every accepted write appends its PolicyChange to a bounded history (newest last, at most
   HISTORY_LIMIT) kept beside the policy, and logs it as one JSON line on the logger
   "autoscaler.policy_audit" (the complete record: the history keeps only the last ones).
+  A change whose old and new are both documents is stored compactly (`compact_change`): only
+  the fields that differ, with their old and new values (a field absent on one side is
+  absent from that side), so 200 entries stay small.
+- list() is what every tick calls, so it is cheap when nothing changed: the file store
+  re-reads only files whose (inode, size, mtime_ns, ctime_ns) changed since its last list
+  (one directory scan otherwise); the ConfigMap store answers from a cache fed by a WATCH
+  (see ConfigMapPolicyStore). get() and put() always read and write the source.
 - Files: one JSON file per target, written to a temp file in the same directory, fsynced, then
   renamed over the old one (a crash leaves the old file whole); writers across threads AND
   processes serialize on an fcntl.flock. The ETag hashes the content, which carries a
   revision counter, so every write changes it.
 - ConfigMaps: one per target; the ETag is its resourceVersion and the API server does the
-  compare-and-swap (409 -> PreconditionFailed). Only get, list, create and update are used.
+  compare-and-swap (409 -> PreconditionFailed). Only get, list, watch, create and update
+  are used.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import os
 import re
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -106,6 +115,19 @@ def _check_target(namespace: str, name: str) -> None:
         raise ValueError(f"invalid name {name!r}")
 
 
+def compact_change(change: PolicyChange) -> PolicyChange:
+    """The change with only the fields that differ in `old` and `new` (when both are
+    documents); anything else unchanged."""
+    old, new = change.old, change.new
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return change
+    keys = [k for k in sorted(old.keys() | new.keys())
+            if k not in old or k not in new or old[k] != new[k]]
+    return PolicyChange(at=change.at, who=change.who, action=change.action,
+                        old={k: old[k] for k in keys if k in old},
+                        new={k: new[k] for k in keys if k in new})
+
+
 def _bounded(history: tuple[PolicyChange, ...], change: PolicyChange
              ) -> tuple[PolicyChange, ...]:
     return (*history, change)[-HISTORY_LIMIT:]
@@ -127,6 +149,9 @@ class FilePolicyStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock_path = self.dir / ".lock"
         self._thread_lock = threading.Lock()  # flock is per open file, not per thread
+        # file name -> ((inode, size, mtime_ns, ctime_ns), parsed policy) of the last list
+        self._cache: dict[str, tuple[tuple[int, int, int, int], StoredPolicy]] = {}
+        self._cache_lock = threading.Lock()
 
     @staticmethod
     def file_name(namespace: str, name: str) -> str:
@@ -138,12 +163,28 @@ class FilePolicyStore:
         return self._read(self.dir / self.file_name(namespace, name))
 
     def list(self) -> dict[tuple[str, str], StoredPolicy]:
-        out = {}
-        for path in sorted(self.dir.glob("*.json")):  # temp files start with "." and skip
-            stored = self._read(path)
-            if stored is not None:
-                out[(stored.namespace, stored.name)] = stored
-        return out
+        """Every stored policy; only files changed since the last list are read again."""
+        with self._cache_lock:
+            seen: dict[str, tuple[tuple[int, int, int, int], StoredPolicy]] = {}
+            for entry in sorted(os.scandir(self.dir), key=lambda e: e.name):
+                if entry.name.startswith(".") or not entry.name.endswith(".json"):
+                    continue  # temp files and the lock start with "."
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # removed since the scan
+                # A writer renames a new file over the old one: a new inode, so a change
+                # shows even when size and mtime (coarse on some filesystems) look the same.
+                key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                cached = self._cache.get(entry.name)
+                if cached is not None and cached[0] == key:
+                    seen[entry.name] = cached
+                    continue
+                stored = self._read(Path(entry.path))
+                if stored is not None:
+                    seen[entry.name] = (key, stored)
+            self._cache = seen  # files gone since the last list drop out
+        return {(s.namespace, s.name): s for _, s in seen.values()}
 
     def put(self, namespace: str, name: str, *, policy: dict[str, Any], paused: bool,
             change: PolicyChange, if_match: str | None) -> StoredPolicy:
@@ -152,6 +193,7 @@ class FilePolicyStore:
             current = self._read(path)
             _precondition(current, if_match, f"{namespace}/{name}")
             revision = (self._revision(path) if current is not None else 0) + 1
+            change = compact_change(change)
             history = _bounded(current.history if current else (), change)
             content = _encode({"namespace": namespace, "name": name, "revision": revision,
                                "policy": policy, "paused": paused,
@@ -289,6 +331,7 @@ class ConfigMapPolicyStore:
         where = f"ConfigMap {self.namespace}/{cm_name}"
         current = self.get(namespace, name)
         _precondition(current, if_match, f"{namespace}/{name}")
+        change = compact_change(change)
         history = _bounded(current.history if current else (), change)
         body: Any = {  # plain JSON: the client sends dicts as they are
             "apiVersion": "v1", "kind": "ConfigMap",
