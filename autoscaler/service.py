@@ -225,6 +225,7 @@ class Service:
                 self.elector.release()
             except Exception:
                 log.exception("releasing the lease failed")
+        getattr(self.store, "close", lambda: None)()  # the policy store's watch, if any
         if self.api_client is not None:
             self.api_client.close()
 

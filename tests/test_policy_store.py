@@ -358,11 +358,15 @@ def test_list_is_one_list_call_with_a_label_selector(kube_server, kube_client,
         listed = store.list()
     finally:
         kube_server.api.handle = handle
+    store.close()  # the first list() also starts a watch (tests/test_policy_store_watch.py)
     assert set(listed) == {("team-a", f"model-{i}") for i in range(3)}
-    assert len(seen) == 1
-    method, path, query = seen[0]
+    lists = [s for s in seen if s[2].get("watch") != "true"]
+    assert len(lists) == 1
+    method, path, query = lists[0]
     assert (method, path) == ("GET", f"/api/v1/namespaces/{POLICY_NS}/configmaps")
     assert query.get("labelSelector") == "autoscaling.predictive.dev/policy=true"
+    for _, _, watch in [s for s in seen if s[2].get("watch") == "true"]:
+        assert watch.get("labelSelector") == "autoscaling.predictive.dev/policy=true"
 
 
 def test_a_name_long_enough_to_need_hashing(kube_client):
