@@ -209,6 +209,15 @@ def _target(text: str) -> tuple[str, str]:
         fail(str(e))
 
 
+def _with_api(target: str, call: Callable[[ApiClient], Any]) -> Any:
+    """call(client) on a client from the environment; an API error ends the command."""
+    try:
+        with _client() as client:
+            return call(client)
+    except ApiClientError as e:
+        _api_error(e, target)
+
+
 def _api_error(e: ApiClientError, target: str) -> NoReturn:
     if e.status == 412:
         fail(f"HTTP 412: the policy of {target} was changed by someone else since it was "
@@ -231,11 +240,7 @@ policy_app = typer.Typer(add_completion=False, no_args_is_help=True,
 def policy_get(target: TargetArg) -> None:
     """Print the target's policy: field, value, default."""
     namespace, name = _target(target)
-    try:
-        with _client() as client:
-            response = client.get_policy(namespace, name)
-    except ApiClientError as e:
-        _api_error(e, target)
+    response = _with_api(target, lambda client: client.get_policy(namespace, name))
     _console().print(policy_table(target, response.body or {}, policy_defaults(),
                                   response.etag))
 
@@ -255,14 +260,14 @@ def policy_set(
         fail(str(e))
     if not changes:
         fail("nothing to change: give --set key=value")
-    try:
-        with _client() as client:
-            etag = if_match or client.get_policy(namespace, name).etag
-            if not etag:
-                fail("HTTP 200: the API sent no ETag for the policy")
-            response = client.patch_policy(namespace, name, changes, etag)
-    except ApiClientError as e:
-        _api_error(e, target)
+
+    def read_then_patch(client: ApiClient) -> Any:
+        etag = if_match or client.get_policy(namespace, name).etag
+        if not etag:
+            fail("HTTP 200: the API sent no ETag for the policy")
+        return client.patch_policy(namespace, name, changes, etag)
+
+    response = _with_api(target, read_then_patch)
     _console().print(policy_table(target, response.body or {}, policy_defaults(),
                                   response.etag))
 
@@ -271,11 +276,7 @@ def policy_set(
 def policy_history(target: TargetArg) -> None:
     """Print the recorded changes of the policy: when, who, action, old -> new."""
     namespace, name = _target(target)
-    try:
-        with _client() as client:
-            changes = client.policy_history(namespace, name)
-    except ApiClientError as e:
-        _api_error(e, target)
+    changes = _with_api(target, lambda client: client.policy_history(namespace, name))
     _console().print(history_table(target, changes, policy_defaults()))
 
 
