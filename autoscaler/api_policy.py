@@ -10,8 +10,9 @@ Rules:
   concurrent create loses with 412 exactly like a stale ETag).
 - PUT/PATCH need If-Match (428 without); a stale one is 412, checked before validation
   (cheap) and again by the store's compare-and-swap (races); an invalid document is 422
-  naming the field. A rejected request writes nothing. PATCH takes only
-  application/merge-patch+json (415 otherwise).
+  naming the field (including the target's own rules, e.g. no mode direct beside an HPA).
+  A rejected request writes nothing. PATCH takes only application/merge-patch+json, PUT
+  only JSON (415 otherwise).
 - pause/resume need no If-Match: they change one flag, re-read and retried on a race.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
@@ -38,6 +40,7 @@ from autoscaler.app import ServiceDep
 from autoscaler.loop import TargetKey
 from autoscaler.policy_doc import (
     PolicyInvalid,
+    apply_document,
     merge_patch,
     patch_model,
     pydantic_model,
@@ -46,6 +49,8 @@ from autoscaler.policy_doc import (
 from autoscaler.policy_store import PolicyChange, PreconditionFailed, StoredPolicy, utc_stamp
 from autoscaler.policy_sync import effective
 from autoscaler.service import Service
+
+log = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
 PAUSE_ATTEMPTS = 5
@@ -86,7 +91,17 @@ def etag_of(current: StoredPolicy) -> str:
 
 
 def current_policy(service: Service, key: TargetKey) -> StoredPolicy:
-    return effective(service.controller, service.store, key)
+    """The target's effective policy; a stored one that cannot be read (a corrupt or
+    hand-edited file) is a 500 that says so, never a bare traceback."""
+    try:
+        return effective(service.controller, service.store, key)
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        namespace, _, name = key
+        reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+        log.error("%s/%s: the stored policy cannot be read: %s", namespace, name, reason)
+        raise HTTPException(500, f"the stored policy of {namespace}/{name} cannot be read "
+                                 f"({reason}): repair or remove it in the policy store "
+                                 "(standalone: --state-dir/policies/)") from None
 
 
 def _policy_response(stored: StoredPolicy) -> JSONResponse:
@@ -118,6 +133,9 @@ def _update(service: Service, key: TargetKey, who: str, if_match: str | None,
     if not _matches(if_match, etag_of(current)):
         raise PreconditionFailed("stale If-Match")
     doc = new_doc(current.policy)
+    # the target's own rules too (e.g. no mode direct beside an HPA): a document the sync
+    # would refuse to run must be refused here, not stored and silently not applied
+    apply_document(service.controller.targets[key].config, doc)
     change = PolicyChange(at=utc_stamp(), who=who, action="update", old=current.policy,
                           new=doc)
     return _policy_response(_write(service, key, current, policy_doc=doc,
@@ -133,16 +151,31 @@ async def json_body(request: Request) -> Any:
         raise PolicyInvalid("(body)", f"not JSON: {e}") from None
 
 
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def put_body(request: Request) -> Any:
+    """The full document: JSON (application/json or a +json type; a missing Content-Type is
+    taken as JSON), 415 for any other declared type (e.g. curl -d's form encoding) and for a
+    merge patch (PUT would reset every field it leaves out)."""
+    media = _media_type(request)
+    if media == MERGE_PATCH or (media and media != "application/json"
+                                and not media.endswith("+json")):
+        raise HTTPException(415, f"PUT needs Content-Type application/json, got {media}")
+    return await json_body(request)
+
+
 async def merge_patch_body(request: Request) -> Any:
     """The merge patch: 415 unless Content-Type is application/merge-patch+json."""
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    media = _media_type(request)
     if media != MERGE_PATCH:
         raise HTTPException(415, f"PATCH needs Content-Type {MERGE_PATCH}, got "
                                  f"{media or 'none'}")
     return await json_body(request)
 
 
-Body = Annotated[Any, Depends(json_body)]
+Body = Annotated[Any, Depends(put_body)]
 PatchBody = Annotated[Any, Depends(merge_patch_body)]
 IfMatch = Annotated[str | None, Header(alias="If-Match", description="the ETag read last")]
 
@@ -156,7 +189,8 @@ def get_policy(service: ServiceDep, namespace: str, name: str) -> JSONResponse:
 
 @policy.put("", response_model=PolicyDocument, openapi_extra=_body("application/json",
                                                                   PolicyDocument),
-            responses={**WRITE_ERRORS, 200: {"headers": ETAG_HEADER}})
+            responses={**WRITE_ERRORS, 200: {"headers": ETAG_HEADER},
+                       415: {"model": Problem, "description": "not application/json"}})
 def put_policy(service: ServiceDep, namespace: str, name: str, who: CallerName, body: Body,
                if_match: IfMatch = None) -> JSONResponse:
     """Replace the policy (missing fields take their defaults); needs If-Match."""

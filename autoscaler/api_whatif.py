@@ -2,7 +2,8 @@
 it. Not pure (reads the store and the clock, submits jobs to a process pool).
 
 Rules: the body is a candidate policy validated like a PUT (422 naming the field); the
-current policy is the effective one (stored, else the defaults). The replay runs in the
+current policy is the effective one (stored, else the defaults); a field the replay cannot
+express (whatif.predictive_spec) in either is 422 at once, not a failed job. The replay runs in the
 Service's WhatIfJobs (spawned processes), never in a tick or an API thread; 202 with
 Location /whatif/{id} at once; 429 when the caller already has its maximum running.
 What-if needs the read scope only (it changes nothing).
@@ -29,7 +30,7 @@ from autoscaler.api_policy import Body, PolicyDocument, _body, current_policy
 from autoscaler.app import ServiceDep
 from autoscaler.policy_doc import validate_document
 from autoscaler.record import parse_duration_s
-from autoscaler.whatif import whatif_spec_for
+from autoscaler.whatif import predictive_spec, whatif_spec_for
 
 MAX_WINDOW_S = 30 * 86_400
 
@@ -58,6 +59,13 @@ def post_whatif(service: ServiceDep, namespace: str, name: str, who: CallerName,
         raise Invalid("window", f"at most {MAX_WINDOW_S // 86_400}d, got {window}")
     candidate = validate_document(body)
     current = current_policy(service, key)
+    # what the replay cannot express fails here (422), not minutes later as a failed job
+    for role, doc in (("candidate", candidate), ("current policy", current.policy)):
+        try:
+            predictive_spec(doc)
+        except ValueError as e:
+            field, _, reason = str(e).partition(": ")
+            raise Invalid(field, f"{reason} (in the {role})") from None
     spec = whatif_spec_for(service.controller.targets[key].config, service.settings,
                            candidate, current.policy, window_s, service.clock())
     job_id = service.whatif.submit(who, spec)

@@ -16,6 +16,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -177,6 +178,14 @@ def whatif_names(result: Mapping[str, Any]) -> list[str]:
     return [WHATIF_ROLES[i] if i < len(WHATIF_ROLES) else f"policy {i + 1}" for i in range(n)]
 
 
+def _span_s(start: str, end: str) -> float | None:
+    try:
+        return (datetime.fromisoformat(end.replace("Z", "+00:00"))
+                - datetime.fromisoformat(start.replace("Z", "+00:00"))).total_seconds()
+    except (TypeError, ValueError):
+        return None
+
+
 def whatif_table(result: Mapping[str, Any], job_url: str | None = None) -> Table:
     """The comparison table of a what-if result; the caption spells out each row's policy
     (long specs would not fit the policy column), the replayed window and the job (its JSON)."""
@@ -187,6 +196,12 @@ def whatif_table(result: Mapping[str, Any], job_url: str | None = None) -> Table
     window = result.get("window") or {}
     if window.get("from") and window.get("until"):
         notes.append(f"window {window['from']} to {window['until']}")
+        replayed_s = _span_s(window["from"], window["until"])
+        asked_s = window.get("asked_s")
+        if replayed_s is not None and isinstance(asked_s, int | float) and replayed_s < asked_s:
+            notes.append(f"only {replayed_s / 3600:.1f} h of the asked {asked_s / 3600:.1f} h "
+                         f"replayed (history starts {window.get('recorded_from', '?')}, "
+                         f"warm-up {float(window.get('warmup_s') or 0) / 3600:.1f} h)")
     if job_url:
         notes.append(f"job {job_url}")
     t.caption = "\n".join(notes) or None

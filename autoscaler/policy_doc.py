@@ -6,7 +6,9 @@ Rules:
   are fractions (a quantile of 0.95, never 95); tuples are JSON lists.
 - `validate_document` is PUT: unknown fields, wrong types and out-of-range values are refused
   with `PolicyInvalid` naming the first bad field (unknown fields first, then POLICY_FIELDS
-  order, then the cross-field rules: min <= max, known forecaster); a missing field
+  order, then the cross-field rules: min <= max, known forecaster, a mean service time
+  slots_per_replica / capacity_rps_per_replica of at most MAX_SERVICE_S, since the
+  queueing model's cost grows with it); a missing field
   takes its default (PredictiveConfig's, mode "floor", dry_run false). The ranges live in one
   table (`_RANGES`) that also feeds the OpenAPI schema, and PredictiveConfig's own checks run
   last, so a document accepted here always builds a config.
@@ -34,6 +36,13 @@ from policies.predictive import PredictiveConfig
 
 MODES = ("floor", "metric", "direct")
 MAX_LIST_ITEMS = 32  # slo_part_quantiles_s: a handful of quantiles, never a payload
+# The queueing model walks the Erlang recursion one slot at a time up to the offered load
+# rate x slots / capacity, so its cost grows with the mean service time slots / capacity: a
+# capacity of 1e-300 req/s (or a billion slots) would stall every tick of every target. A
+# request that occupies a slot for over an hour is no inference service; an hour at 1,000
+# req/s is a few million steps, once per 0.1 % rate bucket.
+MAX_SERVICE_S = 3600.0
+MAX_SLOTS_PER_REPLICA = 4096
 
 
 class PolicyInvalid(AutoscalerError):
@@ -69,7 +78,7 @@ class _Range:
 _RANGES: dict[str, _Range] = {
     "capacity_rps_per_replica": _Range(gt=0),
     "target_utilization": _Range(gt=0, le=1, hint="a fraction, e.g. 0.7 (not 70)"),
-    "slots_per_replica": _Range(ge=1),
+    "slots_per_replica": _Range(ge=1, le=MAX_SLOTS_PER_REPLICA),
     "wait_budget_s": _Range(gt=0),
     "max_wait_miss": _Range(gt=0, lt=1, hint="a fraction, e.g. 0.001 (not 0.1 %)"),
     "slo_s": _Range(ge=0),
@@ -232,6 +241,12 @@ def validate_document(data: object) -> dict[str, Any]:
     if doc["min_replicas"] > doc["max_replicas"]:
         raise PolicyInvalid("min_replicas", f"must be <= max_replicas ({doc['max_replicas']}),"
                                             f" got {doc['min_replicas']}")
+    service_s = doc["slots_per_replica"] / doc["capacity_rps_per_replica"]
+    if not service_s <= MAX_SERVICE_S:
+        raise PolicyInvalid("capacity_rps_per_replica", (
+            f"must be >= slots_per_replica / {MAX_SERVICE_S:g} s "
+            f"({doc['slots_per_replica'] / MAX_SERVICE_S:g}: a request may hold a slot for at "
+            f"most {MAX_SERVICE_S:g} s), got {doc['capacity_rps_per_replica']!r}"))
     try:  # the core's own checks have the last word
         _predictive(doc, tick_s=PredictiveConfig.tick_s)
     except ValueError as e:

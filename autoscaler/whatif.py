@@ -259,8 +259,11 @@ def run_whatif(spec: WhatIfSpec) -> dict[str, Any]:
         "comparison": result,
         "labels": labels,
         "command": command_lines(spec, policies, start_s, duration_s),
-        "window": {"from": rfc3339(until_s - spec.window_s), "until": rfc3339(until_s),
-                   "warmup_s": spec.warmup_s, "recorded_from": rfc3339(rec.start_s)},
+        # what was replayed, not what was asked: with less history the window is shorter
+        "window": {"from": rfc3339(rec.start_s + start_s),
+                   "until": rfc3339(rec.start_s + start_s + duration_s),
+                   "warmup_s": start_s, "asked_s": spec.window_s,
+                   "asked_warmup_s": spec.warmup_s, "recorded_from": rfc3339(rec.start_s)},
     }
 
 
@@ -401,9 +404,18 @@ class WhatIfJobs:
             return self._running.get(job_id) or self._finished.get(job_id)
 
     def shutdown(self, wait: bool = True) -> None:
-        """Stop accepting jobs; queued ones are cancelled (they end as failed)."""
+        """Stop accepting jobs; queued ones are cancelled (they end as failed). Without
+        `wait`, running replays are stopped too (their workers terminated, the jobs end as
+        failed): otherwise the interpreter's exit would still wait for the longest replay,
+        and a SIGTERM would outlast a pod's grace period."""
         with self._lock:
             self._closed = True
             executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=wait, cancel_futures=True)
+        if executor is None:
+            return
+        # the pool's own list; concurrent.futures has no public terminate before 3.14
+        workers = [] if wait else list((getattr(executor, "_processes", None) or {}).values())
+        executor.shutdown(wait=wait, cancel_futures=True)
+        for process in workers:
+            if process.is_alive():
+                process.terminate()

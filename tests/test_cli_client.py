@@ -611,3 +611,20 @@ def test_whatif_prints_the_comparison_of_the_jobs_result(api) -> None:
                                    "predictive:scale_down_max_fraction=0.5,quantile=0.99")
     assert f"candidate: {labels['candidate']}" in " ".join(done.stdout.split())
 
+
+
+@pytest.mark.parametrize(("window", "note"), [
+    pytest.param({"from": "2026-11-26T21:44:00Z", "until": "2026-11-29T21:49:00Z",
+                  "asked_s": 7 * 86_400, "warmup_s": 0, "recorded_from": "2026-11-26T21:44:00Z"},
+                 "only 72.1 h of the asked 168.0 h replayed (history starts "
+                 "2026-11-26T21:44:00Z, warm-up 0.0 h)", id="shorter-than-asked"),
+    pytest.param({"from": "2026-11-22T21:49:00Z", "until": "2026-11-29T21:49:00Z",
+                  "asked_s": 7 * 86_400, "warmup_s": 172_800}, None, id="as-asked"),
+])
+def test_whatif_caption_says_when_less_than_the_window_was_replayed(window, note) -> None:
+    text = render(whatif_table({**WHATIF_RESULT, "window": window}))
+    assert f"window {window['from']} to {window['until']}" in text
+    if note is None:
+        assert "only " not in text
+    else:
+        assert note in " ".join(line.strip() for line in text.splitlines())

@@ -216,7 +216,8 @@ def valid_docs(draw):
     lo = draw(st.integers(0, 50))
     hi = draw(st.integers(max(lo, 1), 500))
     doc = {
-        "capacity_rps_per_replica": draw(_floats(0.01, 1e5)),
+        # >= 256 slots / 3600 s: policy_doc.MAX_SERVICE_S bounds slots / capacity
+        "capacity_rps_per_replica": draw(_floats(0.1, 1e5)),
         "target_utilization": draw(st.none() | _floats(0.01, 1.0)),
         "slots_per_replica": draw(st.integers(1, 256)),
         "wait_budget_s": draw(_floats(0.001, 60)),
