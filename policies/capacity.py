@@ -91,9 +91,11 @@ def min_servers_for_slo(
     servers_per_replica: int,
     wait_budget_s: float,
     max_miss: float,
+    limit: int | None = None,
 ) -> int:
     """Fewest replicas (``servers_per_replica`` pooled slots each) with
-    P(queueing delay > wait_budget_s) <= max_miss.
+    P(queueing delay > wait_budget_s) <= max_miss; ``limit + 1`` when more than ``limit``
+    would be needed (the walk stops there: a caller capped at ``limit`` needs no more).
 
     Only stable configurations count (load below the slot count). Walks the server count upward
     from the stability bound, extending the Erlang B recursion one server at a time, so the cost is
@@ -107,10 +109,11 @@ def min_servers_for_slo(
         return 0
     a = arrival_rps * service_mean_s
     mu = 1.0 / service_mean_s
-    for replicas, c, wait_p in _stable_counts(a, servers_per_replica):
+    for replicas, c, wait_p in _stable_counts(a, servers_per_replica, limit):
         if wait_p * math.exp(-(c * mu - arrival_rps) * max(0.0, wait_budget_s)) <= max_miss:
             return replicas
-    raise AssertionError("unreachable")  # pragma: no cover
+    assert limit is not None  # without a limit the walk always ends with an answer
+    return limit + 1
 
 
 def min_replicas_for_attainment(
@@ -121,6 +124,7 @@ def min_replicas_for_attainment(
     slo_part_s: tuple[float, ...],
     max_miss: float,
     service_scv: float = 1.0,
+    limit: int | None = None,
 ) -> int:
     """Fewest replicas whose queueing adds at most ``max_miss`` to the share of requests that
     miss the latency SLO.
@@ -131,7 +135,7 @@ def min_replicas_for_attainment(
     (c mu - lambda) / k, where k = (1 + scv) / 2 is Allen-Cunneen's correction for the service
     time's variability. The added miss share is then C E[exp(-(slo - S)(c mu - lambda) / k);
     S <= slo] (requests with S > slo miss whatever the capacity). Same walk as
-    :func:`min_servers_for_slo`; 0 for no demand.
+    :func:`min_servers_for_slo` (and the same ``limit``); 0 for no demand.
     """
     if servers_per_replica <= 0 or service_mean_s <= 0 or slo_s <= 0:
         raise ValueError("servers_per_replica, service_mean_s and slo_s must be positive")
@@ -144,20 +148,28 @@ def min_replicas_for_attainment(
     k = (1.0 + service_scv) / 2.0
     a = arrival_rps * service_mean_s
     mu = 1.0 / service_mean_s
-    for replicas, c, wait_p in _stable_counts(a, servers_per_replica):
+    for replicas, c, wait_p in _stable_counts(a, servers_per_replica, limit):
         decay = (c * mu - arrival_rps) / k
         if wait_p * weight * sum(math.exp(-decay * x) for x in slack) <= max_miss:
             return replicas
-    raise AssertionError("unreachable")  # pragma: no cover
+    assert limit is not None  # without a limit the walk always ends with an answer
+    return limit + 1
 
 
-def _stable_counts(a: float, servers_per_replica: int) -> Iterator[tuple[int, int, float]]:
+def _stable_counts(a: float, servers_per_replica: int, limit: int | None = None
+                   ) -> Iterator[tuple[int, int, float]]:
     """(replicas, servers, Erlang C) for every replica count with load below the servers, from
-    the smallest up, extending the Erlang B recursion one server at a time (linear cost)."""
+    the smallest up to ``limit`` (None: no end), extending the Erlang B recursion one server at
+    a time (linear cost; with a limit, bounded by it whatever the load)."""
     replicas = int(a // servers_per_replica) + 1  # first count with a < c
+    if limit is not None and replicas > limit:
+        return
     b, c = 1.0, 0
-    while True:
+    while limit is None or replicas <= limit:
         while c < replicas * servers_per_replica:
+            if b == 0.0:  # underflowed (c far above the load): it stays 0, skip ahead
+                c = replicas * servers_per_replica
+                break
             c += 1
             b = a * b / (c + a * b)
         if a < c:

@@ -150,17 +150,21 @@ def size_for(config: PredictiveConfig, rate_rps: float) -> int:
     grid_rps = math.exp(math.ceil(math.log(rate_rps) / _RATE_GRID) * _RATE_GRID)
     return _slo_replicas(grid_rps, config.slots_per_replica / config.capacity_rps_per_replica,
                          config.slots_per_replica, config.wait_budget_s, config.max_wait_miss,
-                         config.slo_s, config.slo_part_quantiles_s, config.service_scv)
+                         config.slo_s, config.slo_part_quantiles_s, config.service_scv,
+                         config.max_replicas)
 
 
 @functools.lru_cache(maxsize=65536)
 def _slo_replicas(rate_rps: float, service_mean_s: float, slots: int, wait_budget_s: float,
                   max_miss: float, slo_s: float | None, slo_part_s: tuple[float, ...],
-                  scv: float) -> int:
+                  scv: float, limit: int) -> int:
+    # the walk stops past max_replicas: the floor is capped there anyway, and an absurd
+    # policy (a tiny capacity, a huge slot count) must never stall a tick
     if slo_s is not None and slo_part_s:
         return min_replicas_for_attainment(rate_rps, service_mean_s, slots, slo_s, slo_part_s,
-                                           max_miss, scv)
-    return min_servers_for_slo(rate_rps, service_mean_s, slots, wait_budget_s, max_miss)
+                                           max_miss, scv, limit=limit)
+    return min_servers_for_slo(rate_rps, service_mean_s, slots, wait_budget_s, max_miss,
+                               limit=limit)
 
 
 def _trend_rps_per_s(rates: tuple[float, ...], tick_s: float) -> float:

@@ -16,15 +16,19 @@ Attainment is computed in closed form per step (tables of F_S and E[exp(-(y - S)
 the latency histogram is fed with a few quasi-random samples per step weighted by the arrivals
 and is marked ``estimated``. Arrivals while no replica is ready are held and charged their wait
 when capacity appears (never when it does not: they count as misses). Pure, deterministic.
+The SLO tables and the Erlang C tables are cached per process by what determines them (the
+samples' content; the server count): their values are the same whoever computes them first.
+A replica schedule known in advance (the oracle's) is served in one compiled call.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from simulator.latency import _LOG_LOW, BINS_PER_DECADE, N_BINS, LatencyHistogram
 
@@ -33,16 +37,18 @@ _Z_POINTS = 513  # grid of theta / slo, log-spaced over [1e-3, 1e3] (2.7 % apart
 _LOG_Z0, _LOG_Z1 = math.log(1e-3), math.log(1e3)
 _MAX_S_SAMPLES = 20_000
 _SUBSTEPS = 4
+_TABLE_CACHE_SIZE = 4  # 4 MB each
 # state slots
 _B, _ARR, _WITHIN, _BUSY, _WAITSUM, _SERVED, _G, _PEND, _PEND_T, _CLOCK, _UNDER = range(11)
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _h_table(s_sorted, y_grid, theta_grid):
-    """H[k, j] = mean over samples of exp(-(y_j - s) / theta_k) * [s <= y_j]."""
+    """H[k, j] = mean over samples of exp(-(y_j - s) / theta_k) * [s <= y_j]. Rows are
+    independent: computed on every core, each exactly as alone."""
     n_s, n_y, n_t = s_sorted.shape[0], y_grid.shape[0], theta_grid.shape[0]
     out = np.zeros((n_t, n_y))
-    for k in range(n_t):
+    for k in prange(n_t):
         th = theta_grid[k]
         acc, p, prev = 0.0, 0, y_grid[0]
         for j in range(n_y):
@@ -65,16 +71,20 @@ def _fluid_kernel(arrivals, n_total, n_eff, ctab, f_tab, h_tab, s_q, params, cou
     dz = (_LOG_Z1 - _LOG_Z0) / (n_z - 1)
     n_c, n_q = ctab.shape[0], s_q.shape[0]
     mu = n_total / mean_s
-    b = state[_B]
+    # the counters live in locals for the loop (written back at the end): the histogram and
+    # table writes would otherwise force a reload of every counter at each step
+    b, arr, within, busy = state[_B], state[_ARR], state[_WITHIN], state[_BUSY]
+    waitsum, served_sum, g = state[_WAITSUM], state[_SERVED], state[_G]
+    pend, pend_t, clock, under = state[_PEND], state[_PEND_T], state[_CLOCK], state[_UNDER]
     for i in range(arrivals.shape[0]):
         a = arrivals[i]
-        state[_ARR] += a
+        arr += a
         if mu <= 0.0:
-            state[_PEND] += a
-            state[_PEND_T] += a * (state[_CLOCK] + 0.5)
+            pend += a
+            pend_t += a * (clock + 0.5)
             b += a
-            state[_CLOCK] += 1.0
-            state[_UNDER] += 1.0
+            clock += 1.0
+            under += 1.0
             continue
         rho = min(a / mu, rho_max)
         x = rho / rho_max * (n_c - 1)
@@ -82,63 +92,84 @@ def _fluid_kernel(arrivals, n_total, n_eff, ctab, f_tab, h_tab, s_q, params, cou
         c0 = _ctab_at(ctab, n_eff, rho_max, ic)
         c_wait = c0 + (_ctab_at(ctab, n_eff, rho_max, ic + 1) - c0) * (x - ic)
         theta = scv_factor * mean_s / (n_eff * (1.0 - rho))
-        if state[_PEND] > 0.0:  # held arrivals: at the head of the backlog from now on
-            pend = state[_PEND]
-            d = state[_CLOCK] - state[_PEND_T] / pend + (b - 0.5 * pend) / mu
-            _account(pend, d, c_wait, theta, slo, f_tab, h_tab, dz, n_y, n_z, state)
-            _sample(pend, d, d, c_wait, theta, s_q, n_q, n_samples, counts, state)
-            state[_PEND] = 0.0
-            state[_PEND_T] = 0.0
+        # where theta falls on the H table's grid: the same for every delay of this step
+        fz = (math.log(theta / slo) - _LOG_Z0) / dz
+        fz = min(max(fz, 0.0), n_z - 1.000001)
+        k = int(fz)
+        v = fz - k
+        if pend > 0.0:  # held arrivals: at the head of the backlog from now on
+            d = clock - pend_t / pend + (b - 0.5 * pend) / mu
+            waitsum, within = _account(pend, d, c_wait, theta, slo, f_tab, h_tab, k, v, n_y,
+                                       waitsum, within)
+            g = _sample(pend, d, d, c_wait, theta, s_q, n_q, n_samples, counts, g)
+            pend = 0.0
+            pend_t = 0.0
         b1 = max(0.0, b + a - mu)
         if b <= 0.0 and a <= mu:
-            _account(a, 0.0, c_wait, theta, slo, f_tab, h_tab, dz, n_y, n_z, state)
+            waitsum, within = _account(a, 0.0, c_wait, theta, slo, f_tab, h_tab, k, v, n_y,
+                                       waitsum, within)
             d_lo, d_hi = 0.0, 0.0
         else:
             for j in range(_SUBSTEPS):
                 bt = max(0.0, b + (a - mu) * (j + 0.5) / _SUBSTEPS)
-                _account(
-                    a / _SUBSTEPS, bt / mu, c_wait, theta, slo, f_tab, h_tab, dz, n_y, n_z, state
-                )
+                waitsum, within = _account(a / _SUBSTEPS, bt / mu, c_wait, theta, slo, f_tab,
+                                           h_tab, k, v, n_y, waitsum, within)
             d_lo, d_hi = b / mu, b1 / mu
-            state[_UNDER] += 1.0
+            under += 1.0
         if a > 0.0:
-            _sample(a, d_lo, d_hi, c_wait, theta, s_q, n_q, n_samples, counts, state)
+            g = _sample(a, d_lo, d_hi, c_wait, theta, s_q, n_q, n_samples, counts, g)
         served = b + a - b1
-        state[_SERVED] += served
-        state[_BUSY] += served * mean_s
+        served_sum += served
+        busy += served * mean_s
         b = b1
-        state[_CLOCK] += 1.0
-    state[_B] = b
+        clock += 1.0
+    state[_B], state[_ARR], state[_WITHIN], state[_BUSY] = b, arr, within, busy
+    state[_WAITSUM], state[_SERVED], state[_G] = waitsum, served_sum, g
+    state[_PEND], state[_PEND_T], state[_CLOCK], state[_UNDER] = pend, pend_t, clock, under
+
+
+@njit(cache=True)
+def _fluid_runs(arrivals, run_end, run_total, run_eff, run_row, ctab2d, f_tab, h_tab, s_q, params,
+                counts, state):
+    """_fluid_kernel over consecutive runs of steps, run r ending at step run_end[r] with
+    run_total[r] slots: the same steps, in the same order, as one call per run."""
+    i0 = 0
+    for r in range(run_end.shape[0]):
+        i1 = run_end[r]
+        _fluid_kernel(arrivals[i0:i1], run_total[r], run_eff[r], ctab2d[run_row[r]], f_tab,
+                      h_tab, s_q, params, counts, state)
+        i0 = i1
 
 
 @njit(cache=True, inline="always")
-def _account(weight, d, c_wait, theta, slo, f_tab, h_tab, dz, n_y, n_z, state):
-    """Add `weight` arrivals delayed d by the backlog: within-SLO mass and mean wait."""
-    state[_WAITSUM] += weight * (d + c_wait * theta)
+def _account(weight, d, c_wait, theta, slo, f_tab, h_tab, k, v, n_y, waitsum, within):
+    """Add `weight` arrivals delayed d by the backlog: (wait sum, within-SLO mass) after them.
+    k, v: theta's row on the H table and the weight of the next row."""
+    waitsum += weight * (d + c_wait * theta)
     y = slo - d
     if y < 0.0:
-        return
+        return waitsum, within
     fy = y / slo * (n_y - 1)
     j = min(int(fy), n_y - 2)
     w = fy - j
     f = f_tab[j] * (1.0 - w) + f_tab[j + 1] * w
     if c_wait > 0.0:
-        fz = (math.log(theta / slo) - _LOG_Z0) / dz
-        fz = min(max(fz, 0.0), n_z - 1.000001)
-        k = int(fz)
-        v = fz - k
         h = (h_tab[k, j] * (1.0 - w) + h_tab[k, j + 1] * w) * (1.0 - v) + (
             h_tab[k + 1, j] * (1.0 - w) + h_tab[k + 1, j + 1] * w
         ) * v
         f -= c_wait * h
     if f > 0.0:
-        state[_WITHIN] += weight * f
+        within += weight * f
+    return waitsum, within
 
 
 @njit(cache=True, inline="always")
-def _sample(weight, d_lo, d_hi, c_wait, theta, s_q, n_q, n_samples, counts, state):
-    """Add n_samples quasi-random latency samples d + W + S, each weighing weight / n_samples."""
-    g = state[_G]
+def _sample(weight, d_lo, d_hi, c_wait, theta, s_q, n_q, n_samples, counts, g):
+    """Add n_samples quasi-random latency samples d + W + S, each weighing weight / n_samples;
+    return the sequence's position after them."""
+    if n_samples <= 0:
+        return g
+    each = weight / n_samples
     for j in range(n_samples):
         g += 1.0
         u1 = 0.5 + g * 0.7548776662466927  # R2 low-discrepancy sequence
@@ -155,8 +186,8 @@ def _sample(weight, d_lo, d_hi, c_wait, theta, s_q, n_q, n_samples, counts, stat
         else:
             idx = int(math.floor((math.log10(lat) - _LOG_LOW) * BINS_PER_DECADE)) + 1
             idx = min(max(idx, 0), N_BINS - 1)
-        counts[idx] += weight / n_samples
-    state[_G] = g
+        counts[idx] += each
+    return g
 
 
 @njit(cache=True)
@@ -257,6 +288,29 @@ def _search_need(per_s, k_s, slots, pooled, ctab2d, f_tab, h_tab, s_q, params, s
     return need
 
 
+_TABLES: dict[tuple[bytes, float], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _slo_tables(samples: np.ndarray, slo_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """(F_S, H) on the y and theta grids for these sorted samples, cached by their content:
+    every replay of a comparison and the oracle's search build the same tables (H costs a
+    tenth of a second). The arrays are read-only; the cache keeps the last few sample sets."""
+    key = (hashlib.blake2b(samples.tobytes(), digest_size=16).digest(), float(slo_s))
+    hit = _TABLES.get(key)
+    if hit is not None:
+        return hit
+    y_grid = np.linspace(0.0, slo_s, _Y_POINTS)
+    theta_grid = slo_s * np.exp(np.linspace(_LOG_Z0, _LOG_Z1, _Z_POINTS))
+    f_tab = np.searchsorted(samples, y_grid, side="right") / samples.size
+    h_tab = _h_table(samples, y_grid, theta_grid)
+    f_tab.flags.writeable = False
+    h_tab.flags.writeable = False
+    if len(_TABLES) >= _TABLE_CACHE_SIZE:
+        del _TABLES[next(iter(_TABLES))]
+    _TABLES[key] = (f_tab, h_tab)
+    return f_tab, h_tab
+
+
 def erlang_c_table(servers: int, rho_max: float, points: int = 2049) -> np.ndarray:
     """P(wait > 0) in M/M/servers on a utilization grid over [0, rho_max], filled lazily.
 
@@ -264,6 +318,23 @@ def erlang_c_table(servers: int, rho_max: float, points: int = 2049) -> np.ndarr
     O(servers) per entry, and a replay only ever visits a small part of the grid.
     """
     return np.full(points, np.nan)
+
+
+_CTAB_ROWS: dict[tuple[int, float], np.ndarray] = {}
+_CTAB_CACHE_ROWS = 1024  # 16 KB each
+
+
+def _shared_ctab(servers: int, rho_max: float) -> np.ndarray:
+    """The lazily filled Erlang C table of this server count, shared by every fluid model of the
+    process: an entry is a pure function of (servers, rho_max, index), so whoever filled it
+    first (the oracle's search, an earlier replay) spares the others its O(servers) cost."""
+    key = (int(servers), float(rho_max))
+    tab = _CTAB_ROWS.get(key)
+    if tab is None:
+        if len(_CTAB_ROWS) >= _CTAB_CACHE_ROWS:
+            del _CTAB_ROWS[next(iter(_CTAB_ROWS))]
+        tab = _CTAB_ROWS[key] = erlang_c_table(int(servers), rho_max)
+    return tab
 
 
 def erlang_c_table_full(servers: int, rho_max: float, points: int = 2049) -> np.ndarray:
@@ -307,14 +378,10 @@ class FluidServer:
         self.routing = routing
         self.max_utilization = float(max_utilization)
         self._pooled = routing != "random"
-        y_grid = np.linspace(0.0, slo_s, _Y_POINTS)
-        theta_grid = slo_s * np.exp(np.linspace(_LOG_Z0, _LOG_Z1, _Z_POINTS))
-        self._f_tab = np.searchsorted(samples, y_grid, side="right") / samples.size
-        self._h_tab = _h_table(samples, y_grid, theta_grid)
+        self._f_tab, self._h_tab = _slo_tables(samples, self.slo_s)
         self._s_q = samples
         self._params = np.array([service_mean_s, max_utilization, (1.0 + service_scv) / 2.0,
                                  slo_s, float(latency_samples_per_step)])  # fmt: skip
-        self._ctabs: dict[int, np.ndarray] = {}
         self._state = np.zeros(11)
         self.histogram = LatencyHistogram(estimated=True)
 
@@ -322,27 +389,68 @@ class FluidServer:
         """Process one 1 s step per element with a fixed ready replica count; return the backlog."""
         n_total = ready_replicas * self.slots_per_replica
         n_eff = n_total if self._pooled else self.slots_per_replica
-        ctab = self._ctabs.get(n_eff)
-        if ctab is None:
-            ctab = self._ctabs[n_eff] = erlang_c_table(max(n_eff, 1), self.max_utilization)
+        ctab = _shared_ctab(max(n_eff, 1), self.max_utilization)
         _fluid_kernel(np.asarray(arrivals_per_s, dtype=np.float64), n_total, max(n_eff, 1), ctab,
                       self._f_tab, self._h_tab, self._s_q, self._params, self.histogram.counts,
                       self._state)  # fmt: skip
+        return float(self._state[_B])
+
+    def step_schedule(self, arrivals_per_s: np.ndarray, ready_per_step: np.ndarray) -> float:
+        """Process one 1 s step per element, step i with ready_per_step[i] ready replicas, in one
+        compiled call; the same result as calling ``step`` once per run of equal counts.
+        Return the backlog."""
+        ready = np.asarray(ready_per_step, dtype=np.int64)
+        if ready.shape != np.shape(arrivals_per_s):
+            raise ValueError("one ready count per step is needed")
+        run_end = np.append(np.flatnonzero(np.diff(ready)) + 1, ready.size)
+        return self.step_runs(arrivals_per_s, run_end, ready[run_end - 1])
+
+    def step_runs(self, arrivals_per_s: np.ndarray, run_end: np.ndarray,
+                  run_ready: np.ndarray) -> float:
+        """Like ``step_schedule`` with the counts given by runs: steps [run_end[r - 1],
+        run_end[r]) with run_ready[r] ready replicas (run_end ascending, ending at the number
+        of steps). Return the backlog."""
+        arrivals = np.asarray(arrivals_per_s, dtype=np.float64)
+        run_end = np.asarray(run_end, dtype=np.int64)
+        run_ready = np.asarray(run_ready, dtype=np.int64)
+        if arrivals.size == 0:
+            return float(self._state[_B])
+        if (run_end.shape != run_ready.shape or run_end[-1] != arrivals.size
+                or np.any(np.diff(run_end) < 0)):
+            raise ValueError("runs must be ascending and end at the last step")
+        run_total = run_ready * self.slots_per_replica
+        run_eff = np.maximum(run_total if self._pooled else
+                             np.full_like(run_total, self.slots_per_replica), 1)
+        effs, run_row = np.unique(run_eff, return_inverse=True)
+        shared = [_shared_ctab(n_eff, self.max_utilization) for n_eff in effs.tolist()]
+        ctab2d = np.stack(shared)
+        _fluid_runs(arrivals, run_end, run_total, run_eff, run_row.astype(np.int64), ctab2d,
+                    self._f_tab, self._h_tab, self._s_q, self._params, self.histogram.counts,
+                    self._state)  # fmt: skip
+        for row, tab in enumerate(shared):  # keep what this call filled for the next ones
+            tab[:] = ctab2d[row]
         return float(self._state[_B])
 
     def search_need(self, per_s: np.ndarray, interval_s: float, max_replicas: int,
                     max_miss: float) -> np.ndarray:
         """The oracle's search (see simulator/oracle_need.py), compiled: per interval the fewest
         replicas that keep its requests within the SLO, starting from the queue left before."""
-        # lazily filled Erlang C rows, one per replica count (random routing: one row)
-        ctab2d = np.full((int(max_replicas) + 1, 2049), np.nan)
+        # lazily filled Erlang C rows, one per replica count (random routing: row 1)
+        slots, rho_max = self.slots_per_replica, self.max_utilization
+        rows = range(int(max_replicas) + 1) if self._pooled else range(2)
+        shared = [_shared_ctab(max(n * slots if self._pooled else slots, 1), rho_max)
+                  for n in rows]
+        ctab2d = np.stack(shared)
         scratch = np.zeros_like(self.histogram.counts)
         params = self._params.copy()
         params[4] = 0.0  # trials feed no latency histogram: skip its samples
-        return _search_need(np.asarray(per_s, dtype=np.float64), int(round(interval_s)),
+        need = _search_need(np.asarray(per_s, dtype=np.float64), int(round(interval_s)),
                             self.slots_per_replica, self._pooled, ctab2d, self._f_tab,
                             self._h_tab, self._s_q, params, self._state.copy(), scratch,
                             int(max_replicas), self.f_slo, float(max_miss))
+        for row, tab in enumerate(shared):
+            tab[:] = ctab2d[row]
+        return need
 
     def fork(self) -> FluidServer:
         """A copy for what-if trials: same tables, own state, a scratch latency histogram."""

@@ -6,7 +6,9 @@ decision goes to the simulated cluster: directly for `hpa` (it IS the HPA), as t
 floor for `predictive` (the HPA keeps reacting beside it: the count that runs is the HPA's
 result clamped to [floor, max]). The oracle follows a plan made from the true demand.
 Requests are served in batches between events (pod ready, pod deleted, tick) while the replica
-set is fixed.
+set is fixed. The oracle's pods do not depend on what is served: in fast mode its pod events
+are computed from the plan at once and the whole replay is served in one compiled call (the
+same figures as event by event, which tests/test_sim_fast_oracle.py holds it to).
 """
 
 from __future__ import annotations
@@ -69,10 +71,17 @@ class Replay:
     def __init__(self, view: WorkloadView, spec: PolicySpec, config: ReplayConfig,
                  oracle_need: np.ndarray | None = None,
                  progress: Callable[[float], None] | None = None,
-                 record_decisions: bool = False) -> None:
+                 record_decisions: bool = False, planned_oracle: bool = True) -> None:
         self.view, self.spec, self.cfg = view, spec, config
         self.profile = view.profile
-        self.engine = Engine(config.start_s, before_event=self._advance)
+        # The oracle's pods follow its plan whatever is served: in fast mode (planned_oracle,
+        # the default) its pod events are computed from the plan at once and the whole replay
+        # is served in one compiled call; planned_oracle=False runs them event by event (the
+        # reference the tests hold the planned path to).
+        self._serve_at_end = (planned_oracle and oracle_need is not None
+                              and config.fidelity == "fast")
+        self.engine = Engine(config.start_s,
+                             before_event=None if self._serve_at_end else self._advance)
         self.cluster = Cluster(self.engine,
                                cold_start_stream(self.profile.sample_cold_start_s,
                                                  np.random.default_rng(cold_start_seed(
@@ -89,8 +98,8 @@ class Replay:
         self._oracle_need = oracle_need
         self._progress = progress
         self.reasons: Counter[str] = Counter()
-        self._trace_t: list[float] = []
-        self._trace: list[tuple[int, int, float, int]] = []
+        self._trace_t: list[float] | np.ndarray = []
+        self._trace: list[tuple[int, int, float, int]] | np.ndarray = []
         self._arrivals_at_tick = 0.0
         self._under_s = 0.0
         self._lead_cache: tuple[int, float] = (-1, 0.0)
@@ -281,7 +290,10 @@ class Replay:
     # -- run -------------------------------------------------------------------------------
     def run(self) -> PolicyResult:
         cfg = self.cfg
-        if self._oracle_need is not None:
+        timeline: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        if self._serve_at_end and cfg.pod_mtbf_s is None:
+            timeline = self._planned_oracle_pods()
+        elif self._oracle_need is not None:
             # The oracle decides nothing at run time: its pods follow the plan, so the replay
             # only has pod events, and the per-tick figures are read off afterwards.
             self._schedule_oracle()
@@ -290,21 +302,35 @@ class Replay:
             self.cluster.start_ready(initial, cfg.start_s)
             self.view.seed_store(self.store, initial)
             self.engine.every(cfg.start_s + cfg.tick_s, cfg.tick_s, self._tick, cfg.end_s)
-        self.engine.run(cfg.end_s)
-        self.serving.finish()
-        self.cluster.finish(cfg.end_s)
+        if timeline is None:
+            self.engine.run(cfg.end_s)
+        if self._serve_at_end:
+            assert isinstance(self.serving, FastServing)
+            if timeline is None:
+                self.cluster.finish(cfg.end_s)
+                timeline = self._cluster_timeline()
+            self.serving.serve_timeline(timeline[0], timeline[1], cfg.end_s)
+            self.serving.finish()
+        else:
+            self.serving.finish()
+            self.cluster.finish(cfg.end_s)
         if self._oracle_need is not None:
-            self._trace_from_timeline()
+            self._trace_from_timeline(self._cluster_timeline() if timeline is None else timeline)
             if self._progress is not None:
                 self._progress(cfg.end_s)
         return self._result()
 
-    def _trace_from_timeline(self) -> None:
-        """Per-tick ready/total pods (from the cluster's timeline) and true demand."""
+    def _cluster_timeline(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(time, ready, total) after every change of the cluster, as arrays."""
+        times, ready, total = np.array(self.cluster.timeline, dtype=float).reshape(-1, 3).T
+        return times, ready, total
+
+    def _trace_from_timeline(self, timeline: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        """Per-tick ready/total pods (from the timeline of changes) and true demand."""
         cfg = self.cfg
         ticks = cfg.start_s + cfg.tick_s * np.arange(1, int(np.ceil(cfg.duration_s
                                                                     / cfg.tick_s - 1e-9)))
-        times, ready_at, total_at = np.array(self.cluster.timeline, dtype=float).T
+        times, ready_at, total_at = timeline
         at = np.searchsorted(times, ticks, side="right") - 1
         ready, total = ready_at[at], total_at[at]
         per_s = self.view.per_second
@@ -314,19 +340,61 @@ class Replay:
         demand = (cum[idx] - cum[np.maximum(idx - k, 0)]) / cfg.tick_s
         self._under_s = float(np.sum(demand > ready * self.view.capacity_rps_per_replica)
                               * cfg.tick_s)
-        self._trace_t = ticks.tolist()
-        self._trace = list(zip(ready.tolist(), total.tolist(), demand.tolist(),
-                               [0] * len(ticks), strict=True))
+        self._trace_t = ticks
+        self._trace = np.column_stack([ready, total, demand, np.zeros(ticks.size)])
 
-    def _schedule_oracle(self) -> None:
+    def _oracle_plan(self) -> list[Any]:
         cfg = self.cfg
         need = self._oracle_need
         assert need is not None
         runs = int(need[0]) + int(np.maximum(np.diff(need), 0).sum())  # pods the plan starts
         draws = self.profile.sample_cold_start_s(
             np.random.default_rng(cold_start_seed(cfg.seed)), runs + 16)
-        plan = plan_pods(need, cfg.tick_s, cfg.start_s, draws)
-        for planned in plan:
+        return plan_pods(need, cfg.tick_s, cfg.start_s, draws)
+
+    def _planned_oracle_pods(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What _schedule_oracle's events do to the cluster (without pod failures), computed
+        from the plan at once: billed pod-seconds, cold starts and the (time, ready, total)
+        timeline. Events run in (time, scheduling order) before the end, as the engine runs
+        them: a pod starts at its creation (ready at once when its plan says it was ready by the
+        start), becomes ready at its ready time (always before its deletion), and is deleted."""
+        cfg, cluster = self.cfg, self.cluster
+        start, end = cfg.start_s, cfg.end_s
+        plan = self._oracle_plan()
+        planned = np.array([(p.created_s, p.ready_s, p.deleted_s) for p in plan],
+                           dtype=float).reshape(-1, 3)
+        created = np.maximum(planned[:, 0], start)
+        warm = planned[:, 1] <= start
+        exists = created < end
+        created, warm, planned = created[exists], warm[exists], planned[exists]
+        ready_s = np.where(warm, created, planned[:, 1])
+        cold = ~warm & (ready_s < end)
+        gone = planned[:, 2] < end
+        order = np.arange(created.size)
+        # cold starts in the order the engine records them: by ready time, then creation
+        by_ready = np.lexsort((order[cold], ready_s[cold]))
+        cluster.cold_starts_s = (ready_s[cold] - created[cold])[by_ready].tolist()
+        # billed: deletions in event order, then the pods alive at the end in creation order
+        by_delete = np.lexsort((order[gone], planned[gone, 2]))
+        billed = 0.0
+        for d, c in zip(planned[gone, 2][by_delete].tolist(), created[gone][by_delete].tolist(),
+                        strict=True):
+            billed += d - c
+        for c in created[~gone].tolist():
+            billed += end - c
+        cluster.billed_pod_s = billed
+        cluster.pods_created = int(created.size)
+        times = np.concatenate([created, ready_s[cold], planned[gone, 2]])
+        d_ready = np.concatenate([warm.astype(float), np.ones(int(cold.sum())),
+                                  -np.ones(int(gone.sum()))])
+        d_total = np.concatenate([np.ones(created.size), np.zeros(int(cold.sum())),
+                                  -np.ones(int(gone.sum()))])
+        by_time = np.argsort(times, kind="stable")  # same-time changes: only the sum matters
+        return times[by_time], np.cumsum(d_ready[by_time]), np.cumsum(d_total[by_time])
+
+    def _schedule_oracle(self) -> None:
+        cfg = self.cfg
+        for planned in self._oracle_plan():
             created = max(planned.created_s, cfg.start_s)
             self.engine.schedule(created, self._oracle_start, created, planned)
 

@@ -211,5 +211,24 @@ class FastServing(_HistogramMixin):
             self._i = i1
         self.arrived = float(self.cum[self._i])
 
+    def serve_timeline(self, times_s: np.ndarray, ready: np.ndarray, end_s: float) -> None:
+        """Serve every step up to end_s in one compiled call, given the ready count after each
+        change (times_s ascending, as the cluster's timeline records them). For a replay whose
+        replica set does not depend on what was served (the oracle's plan): the same steps and
+        counts as advancing at every event, since an event at t is applied before step
+        int(t - start) and the steps before it were served with the count before it."""
+        n = min(len(self.per_s), int(end_s - self.start_s + 1e-9))
+        if n <= self._i:
+            return
+        idx = (np.asarray(times_s, dtype=np.float64) - self.start_s + 1e-9).astype(np.int64)
+        # run r of steps [begin[r], end[r]) has count[r]: the last change applied before it
+        begin = np.concatenate(([self._i], np.clip(idx, self._i, n))) - self._i
+        count = np.concatenate(([0], np.asarray(ready, dtype=np.int64)))
+        end = np.append(begin[1:], n - self._i)
+        keep = end > begin
+        self.fluid.step_runs(self.per_s[self._i:n], end[keep], count[keep])
+        self._i = n
+        self.arrived = float(self.cum[n])
+
     def finish(self) -> None:
         """Held arrivals that never got capacity already count as misses in the fluid model."""

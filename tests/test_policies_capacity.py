@@ -231,3 +231,34 @@ def test_attainment_sizing_needs_more_for_slower_service_parts() -> None:
     fast = min_replicas_for_attainment(800.0, 0.04, 4, 0.25, (0.01,) * 4, 1e-3)
     slow = min_replicas_for_attainment(800.0, 0.04, 4, 0.25, (0.2,) * 4, 1e-3)
     assert slow > fast
+
+
+@settings(max_examples=60, deadline=None)
+@given(rate=st.floats(0.1, 2000.0), service_ms=st.floats(1.0, 2000.0),
+       slots=st.integers(1, 64), limit=st.integers(1, 60),
+       slo_part=st.lists(st.floats(0.0, 1.5), min_size=1, max_size=5))
+def test_limited_walk_is_the_answer_capped_one_past_the_limit(rate, service_ms, slots, limit,
+                                                              slo_part):
+    """With a limit, the walk returns the same answer while it is within the limit and
+    limit + 1 past it (a caller capped at the limit needs nothing more)."""
+    s = service_ms / 1000.0
+    full = min_servers_for_slo(rate, s, slots, 0.1, 0.001)
+    assert min_servers_for_slo(rate, s, slots, 0.1, 0.001, limit=limit) == min(full, limit + 1)
+    full = min_replicas_for_attainment(rate, s, slots, 2.0, tuple(slo_part), 0.001)
+    assert min_replicas_for_attainment(rate, s, slots, 2.0, tuple(slo_part), 0.001,
+                                       limit=limit) == min(full, limit + 1)
+
+
+@pytest.mark.parametrize(("rate_rps", "service_mean_s", "slots"), [
+    pytest.param(100.0, 1e300, 4, id="absurd service time (capacity 1e-300 rps)"),
+    pytest.param(1e12, 0.04, 4, id="absurd load"),
+    pytest.param(100.0, 0.04, 10**9, id="a billion slots"),
+])
+def test_absurd_inputs_end_at_once_with_a_limit(rate_rps, service_mean_s, slots):
+    """An API user's absurd policy must not stall the tick: the walk is bounded by the limit
+    (without one these would take hours)."""
+    got = min_servers_for_slo(rate_rps, service_mean_s, slots, 0.1, 0.001, limit=50)
+    assert 1 <= got <= 51
+    got = min_replicas_for_attainment(rate_rps, service_mean_s, slots, 2.0, (0.5,), 0.001,
+                                      limit=50)
+    assert 1 <= got <= 51
