@@ -41,6 +41,7 @@ from autoscaler.loop import TargetKey
 from autoscaler.policy_doc import (
     PolicyInvalid,
     apply_document,
+    document_of,
     merge_patch,
     patch_model,
     pydantic_model,
@@ -102,6 +103,14 @@ def current_policy(service: Service, key: TargetKey) -> StoredPolicy:
         raise HTTPException(500, f"the stored policy of {namespace}/{name} cannot be read "
                                  f"({reason}): repair or remove it in the policy store "
                                  "(standalone: --state-dir/policies/)") from None
+
+
+def target_defaults(service: Service, key: TargetKey) -> dict[str, Any]:
+    """The target's own defaults: the policy it was configured with (config file or
+    annotations), which a PUT's missing fields and a PATCH's nulls go back to."""
+    sync = service.sync
+    config = sync.baseline(key) if sync is not None else service.controller.targets[key].config
+    return document_of(config)
 
 
 def _policy_response(stored: StoredPolicy) -> JSONResponse:
@@ -193,9 +202,12 @@ def get_policy(service: ServiceDep, namespace: str, name: str) -> JSONResponse:
                        415: {"model": Problem, "description": "not application/json"}})
 def put_policy(service: ServiceDep, namespace: str, name: str, who: CallerName, body: Body,
                if_match: IfMatch = None) -> JSONResponse:
-    """Replace the policy (missing fields take their defaults); needs If-Match."""
+    """Replace the policy (missing fields take the target's configured values); needs
+    If-Match."""
     key = find_key(service, namespace, name)
-    return _update(service, key, who, if_match, lambda current: validate_document(body))
+    base = target_defaults(service, key)
+    return _update(service, key, who, if_match,
+                   lambda current: validate_document(body, base))
 
 
 @policy.patch("", response_model=PolicyDocument, openapi_extra=_body(MERGE_PATCH,
@@ -204,10 +216,12 @@ def put_policy(service: ServiceDep, namespace: str, name: str, who: CallerName, 
                          415: {"model": Problem, "description": f"not {MERGE_PATCH}"}})
 def patch_policy(service: ServiceDep, namespace: str, name: str, who: CallerName,
                  body: PatchBody, if_match: IfMatch = None) -> JSONResponse:
-    """Change some fields (RFC 7386 JSON merge patch; null resets a field to its default);
-    needs If-Match and Content-Type application/merge-patch+json."""
+    """Change some fields (RFC 7386 JSON merge patch; null puts a field back to the target's
+    configured value); needs If-Match and Content-Type application/merge-patch+json."""
     key = find_key(service, namespace, name)
-    return _update(service, key, who, if_match, lambda current: merge_patch(current, body))
+    base = target_defaults(service, key)
+    return _update(service, key, who, if_match,
+                   lambda current: merge_patch(current, body, base))
 
 
 @policy.get("/history", response_model=PolicyHistory)

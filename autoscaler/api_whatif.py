@@ -49,7 +49,8 @@ def post_whatif(service: ServiceDep, namespace: str, name: str, who: CallerName,
                                              "1h, 1d, 7d", max_length=32)] = "7d"
                 ) -> JSONResponse:
     """Replay the target's own recent traffic with the current policy, the candidate (the
-    body) and the HPA alone; answers 202 with the job's Location."""
+    body: the current policy with the fields it gives) and the HPA alone; answers 202 with
+    the job's Location."""
     key = find_key(service, namespace, name)
     try:
         window_s = parse_duration_s(window, "window")
@@ -57,10 +58,10 @@ def post_whatif(service: ServiceDep, namespace: str, name: str, who: CallerName,
         raise Invalid("window", str(e).split(": ", 1)[-1]) from None
     if window_s > MAX_WINDOW_S:
         raise Invalid("window", f"at most {MAX_WINDOW_S // 86_400}d, got {window}")
-    candidate = validate_document(body)
     current = current_policy(service, key)
+    candidate = validate_document(body, current.policy)  # missing fields: as now
     # what the replay cannot express fails here (422), not minutes later as a failed job
-    for role, doc in (("candidate", candidate), ("current policy", current.policy)):
+    for role, doc in (("current policy", current.policy), ("candidate", candidate)):
         try:
             predictive_spec(doc)
         except ValueError as e:

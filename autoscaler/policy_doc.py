@@ -220,9 +220,10 @@ def _field_value(spec: _Spec, value: Any) -> Any:
     return number
 
 
-def validate_document(data: object) -> dict[str, Any]:
-    """A full (PUT) document, normalized: every field present, missing ones at their default.
-    Raises PolicyInvalid naming the first bad field."""
+def validate_document(data: object, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A full (PUT) document, normalized: every field present, missing ones taken from `base`
+    (the target's own configured policy; None: the built-in defaults). Raises PolicyInvalid
+    naming the first bad field."""
     if not isinstance(data, dict):
         raise PolicyInvalid("(body)", f"must be a JSON object, got {_json_type(data)}")
     unknown = [k for k in data if k not in _BY_NAME]
@@ -230,6 +231,8 @@ def validate_document(data: object) -> dict[str, Any]:
         first = sorted(map(str, unknown))[0]
         raise PolicyInvalid(first, f"unknown field (known: {', '.join(POLICY_FIELDS)})")
     doc = defaults()
+    if base is not None:
+        doc.update({k: _copy(v) for k, v in base.items() if k in _BY_NAME})
     for spec in _SPECS:
         if spec.name in data:
             doc[spec.name] = _field_value(spec, data[spec.name])
@@ -270,13 +273,15 @@ def _merge(target: Any, patch: Any) -> Any:
     return out
 
 
-def merge_patch(current: dict[str, Any], patch: object) -> dict[str, Any]:
-    """The document after an RFC 7386 merge patch (null: back to the default), validated."""
+def merge_patch(current: dict[str, Any], patch: object,
+                base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The document after an RFC 7386 merge patch, validated; null puts a field back to its
+    value in `base` (the target's configured policy; None: the built-in default)."""
     if not isinstance(patch, dict):
         # RFC 7386 would replace the whole document with a non-object; no valid doc is one.
         raise PolicyInvalid("(body)", f"a merge patch must be a JSON object, got "
                                       f"{_json_type(patch)}")
-    return validate_document(_merge(current, patch))
+    return validate_document(_merge(current, patch), base)
 
 
 # -- conversion ---------------------------------------------------------------------------

@@ -327,16 +327,22 @@ def test_patch_applies_at_once_and_is_recorded(client, service) -> None:
     assert rfc3339(history[0]["at"]) <= rfc3339(history[1]["at"])
 
 
-def test_put_replaces_missing_fields_take_defaults(client, service) -> None:
+def test_put_replaces_missing_fields_take_the_targets_configured_values(client,
+                                                                         service) -> None:
     _, etag = get_policy(client)
-    r = client.put(f"{DEMO}/policy", headers={**W, "If-Match": etag},
+    r = patch(client, {"forecaster": "last", "min_replicas": 2}, etag)  # the old policy
+    assert r.status_code == 200, r.text
+    r = client.put(f"{DEMO}/policy", headers={**W, "If-Match": r.headers["etag"]},
                    json={"max_replicas": 7, "mode": "metric"})
     assert r.status_code == 200, r.text
     doc = r.json()
     assert doc["max_replicas"] == 7 and doc["mode"] == "metric"
-    assert doc["min_replicas"] == 1 and doc["forecaster"] == "auto"  # defaults, not the old
+    # replaced: not the old policy's values (last, 2) nor the built-in ones (auto, capacity
+    # 100), but the configured ones (settings_for: seasonal-naive, min 1, capacity 10)
+    assert (doc["forecaster"], doc["min_replicas"], doc["capacity_rps_per_replica"]) == (
+        "seasonal-naive", 1, 10.0)
     state = service.controller.targets[("default", "Deployment", "demo")]
-    assert state.config.mode == "metric" and state.config.policy.forecaster == "auto"
+    assert state.config.mode == "metric" and state.config.policy.forecaster == "seasonal-naive"
     assert client.get(DEMO, headers=R).json()["mode"] == "metric"
 
 

@@ -223,3 +223,23 @@ def test_an_unreadable_policy_file_is_a_500_that_says_so(client, tmp_path, conte
     assert "stored policy of team-b/web cannot be read" in detail and "\n" not in detail
     # the other targets are served as usual
     assert client.get(f"{DEMO}/policy", headers=R).status_code == 200
+
+
+# -- a PUT's missing fields and a PATCH's nulls go back to the TARGET's configured values ------
+
+def test_put_and_null_fall_back_to_the_targets_configured_policy(client) -> None:
+    """team-b/web is configured with capacity 5 and max 20 (built-in: 100 and 100): a partial
+    PUT keeps them, a null puts one back to 20, never to the built-in 100."""
+    r = client.put(f"{WEB}/policy", json={"quantile": 0.99},
+                   headers={**W, "If-Match": _etag(client, WEB)})
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert (doc["quantile"], doc["capacity_rps_per_replica"], doc["max_replicas"]) == (
+        0.99, 5.0, 20)
+    r = client.patch(f"{WEB}/policy", json={"max_replicas": 12},
+                     headers={**W, "If-Match": r.headers["etag"], "Content-Type": MERGE})
+    assert r.json()["max_replicas"] == 12
+    r = client.patch(f"{WEB}/policy", json={"max_replicas": None, "quantile": None},
+                     headers={**W, "If-Match": r.headers["etag"], "Content-Type": MERGE})
+    assert r.status_code == 200, r.text
+    assert (r.json()["max_replicas"], r.json()["quantile"]) == (20, 0.95)

@@ -50,7 +50,7 @@ def test_whatif_accepts_polls_and_builds_the_spec(service) -> None:
     assert result["window_s"] == 7200
     assert result["current"]["min_replicas"] == 2  # the stored policy, not the file's
     assert result["candidate"]["quantile"] == 0.99
-    assert result["candidate"]["min_replicas"] == 1  # a full document: defaults fill it
+    assert result["candidate"]["min_replicas"] == 2  # missing fields: the current policy's
     assert "demo_requests_total" in result["query"]
     assert '"default"' in result["query"] and '"demo"' in result["query"]
     assert abs(result["until_s"] - time.time()) < 120  # ends now (on the history grid)
