@@ -154,6 +154,9 @@ class FilePolicyStore:
         # file name -> ((inode, size, mtime_ns, ctime_ns), parsed policy) of the last list
         self._cache: dict[str, tuple[tuple[int, int, int, int], StoredPolicy]] = {}
         self._cache_lock = threading.Lock()
+        # targets whose stored policy cannot be read (left out of list(): PolicySync keeps
+        # what they run; the others are unaffected)
+        self.unreadable: dict[tuple[str, str], str] = {}
 
     @staticmethod
     def file_name(namespace: str, name: str) -> str:
@@ -168,6 +171,7 @@ class FilePolicyStore:
         """Every stored policy; only files changed since the last list are read again."""
         with self._cache_lock:
             seen: dict[str, tuple[tuple[int, int, int, int], StoredPolicy]] = {}
+            unreadable: dict[tuple[str, str], str] = {}
             for entry in sorted(os.scandir(self.dir), key=lambda e: e.name):
                 if entry.name.startswith(".") or not entry.name.endswith(".json"):
                     continue  # temp files and the lock start with "."
@@ -182,10 +186,18 @@ class FilePolicyStore:
                 if cached is not None and cached[0] == key:
                     seen[entry.name] = cached
                     continue
-                stored = self._read(Path(entry.path))
+                try:
+                    stored = self._read(Path(entry.path))
+                except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+                    target = tuple(entry.name[:-len(".json")].split("_", 1))
+                    if len(target) == 2:
+                        unreadable[target] = f"{entry.name}: {type(exc).__name__}: {exc}"
+                    continue
                 if stored is not None:
                     seen[entry.name] = (key, stored)
             self._cache = seen  # files gone since the last list drop out
+            _report_unreadable(self.unreadable, unreadable)
+            self.unreadable = unreadable
         return {(s.namespace, s.name): s for _, s in seen.values()}
 
     def put(self, namespace: str, name: str, *, policy: dict[str, Any], paused: bool,
@@ -331,6 +343,7 @@ class ConfigMapPolicyStore:
         self.backoff_max_s = backoff_max_s
         self._lock = threading.Lock()
         self._cache: dict[str, _Entry] = {}  # ConfigMap name -> entry
+        self.unreadable: dict[tuple[str, str], str] = {}  # as FilePolicyStore.unreadable
         self._rv: str | None = None  # where the next watch resumes; None: LIST first
         self._watching = False  # a watch stream is open: the cache answers list()
         self._stop = threading.Event()
@@ -353,7 +366,7 @@ class ConfigMapPolicyStore:
             with self._lock:
                 entries = list(self._cache.values()) if self._watching else None
             if entries is not None:
-                return _collect(entries)
+                return self._collect(entries)
         cache, rv = self._list_once()
         if self.watch:
             with self._lock:
@@ -363,7 +376,13 @@ class ConfigMapPolicyStore:
                         target=_watch_loop, args=(weakref.ref(self), self._stop), daemon=True,
                         name=f"policy-watch-{self.namespace}")
                     self._thread.start()
-        return _collect(cache.values())
+        return self._collect(cache.values())
+
+    def _collect(self, entries: Any) -> dict[tuple[str, str], StoredPolicy]:
+        out, unreadable = _collect(entries)
+        _report_unreadable(self.unreadable, unreadable)
+        self.unreadable = unreadable
+        return out
 
     def wait_watching(self, timeout_s: float) -> bool:
         """True once list() answers from the watched cache (False after timeout_s)."""
@@ -555,14 +574,27 @@ def _status(error: Exception) -> int | None:
     return getattr(cause, "status", None)
 
 
-def _collect(entries: Any) -> dict[tuple[str, str], StoredPolicy]:
-    out = {}
+def _collect(entries: Any) -> tuple[dict[tuple[str, str], StoredPolicy],
+                                    dict[tuple[str, str], str]]:
+    """The readable policies, and the targets whose ConfigMap is hand-broken (with why)."""
+    out, unreadable = {}, {}
     for _, stored in entries:
-        if isinstance(stored, Exception):  # a hand-broken ConfigMap fails the list, as a
-            raise AutoscalerError(str(stored))  # LIST would (a new error: no growing traceback)
-        if stored is not None:
+        if isinstance(stored, Exception):
+            target = getattr(stored, "target", None)
+            if target is not None:  # no target annotations: not one of ours
+                unreadable[target] = str(stored)
+        elif stored is not None:
             out[(stored.namespace, stored.name)] = stored
-    return out
+    return out, unreadable
+
+
+def _report_unreadable(before: dict[tuple[str, str], str],
+                       now: dict[tuple[str, str], str]) -> None:
+    """Log each unreadable policy once per new problem (every tick lists the store)."""
+    for (namespace, name), why in now.items():
+        if before.get((namespace, name)) != why:
+            log.error("%s/%s: the stored policy cannot be read, the target keeps running what "
+                      "it ran: %s", namespace, name, why)
 
 
 def _parse(obj: dict[str, Any]) -> StoredPolicy | None | Exception:
@@ -571,8 +603,13 @@ def _parse(obj: dict[str, Any]) -> StoredPolicy | None | Exception:
     try:
         return _stored_of(meta.get("annotations") or {}, obj.get("data") or {},
                           str(meta.get("resourceVersion", "")))
-    except (ValueError, KeyError, TypeError) as exc:
-        return AutoscalerError(f"ConfigMap {meta.get('name')}: unreadable policy: {exc}")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        error = AutoscalerError(f"ConfigMap {meta.get('name')}: unreadable policy: {exc}")
+        annotations = meta.get("annotations") or {}
+        namespace = annotations.get(TARGET_NAMESPACE_ANNOTATION)
+        name = annotations.get(TARGET_NAME_ANNOTATION)
+        error.target = (namespace, name) if namespace and name else None  # type: ignore[attr-defined]
+        return error
 
 
 def _from_configmap(cm: Any) -> StoredPolicy | None:

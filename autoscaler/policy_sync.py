@@ -78,8 +78,12 @@ class PolicySync:
             self.controller.metrics.errors.labels("api").inc()
             return []
         changed = []
+        unreadable = getattr(self.store, "unreadable", {})
         for key in list(self.controller.targets):
             namespace, _, name = key
+            if (namespace, name) in unreadable:  # the store logged why; keep what runs
+                self.controller.metrics.errors.labels("api").inc()
+                continue
             try:
                 if self._apply(key, stored.get((namespace, name)), now_s):
                     changed.append(key)

@@ -198,17 +198,19 @@ def test_without_a_watch_list_lists_and_close_stops_the_thread(server_factory, s
     assert requests.lists() == 1  # closed: every list() is a LIST again
 
 
-def test_a_hand_broken_configmap_fails_list_as_a_list_would(server_factory, stores):
+def test_a_hand_broken_configmap_is_left_out_and_named(server_factory, stores):
     server = server_factory()
     store = watched(server_factory, server, stores)
     written = put(store, "llm", 0.9)
     admin = k8s.CoreV1Api(server_factory.client(server, ADMIN_TOKEN))
     admin.patch_namespaced_config_map(configmap_name("team-a", "llm"), POLICY_NS,
                                       {"data": {"policy.json": "{not json"}})
-    eventually(lambda: _raises(store.list), "the broken ConfigMap reaches the cache")
+    eventually(lambda: ("team-a", "llm") not in store.list()
+               and ("team-a", "llm") in store.unreadable, "the broken ConfigMap is left out")
     admin.patch_namespaced_config_map(configmap_name("team-a", "llm"), POLICY_NS,
                                       {"data": {"policy.json": json.dumps(written.policy)}})
-    eventually(lambda: not _raises(store.list), "the repaired ConfigMap")
+    eventually(lambda: ("team-a", "llm") in store.list() and not store.unreadable,
+               "the repaired ConfigMap")
 
 
 def _raises(call: Callable[[], object]) -> bool:

@@ -155,6 +155,30 @@ def test_a_store_failure_keeps_the_running_policy(store):
     assert api_errors(c) == errors + 1
 
 
+def test_one_unreadable_policy_file_leaves_the_other_targets_on_theirs(tmp_path):
+    """A hand-broken file of one target must not make every target drop its stored policy."""
+    store = FilePolicyStore(tmp_path)
+    two = Settings(tick_s=TICK_S, targets=[
+        {"namespace": NS, "name": name, "queries": {"request_rate": "up"},
+         "policy": {"forecaster": "seasonal-naive-daily"}} for name in (NAME, "other")])
+    c = controller(two)
+    sync = PolicySync(c, store, global_dry_run=False)
+    write(store, policy={"quantile": 0.9})
+    store.put(NS, "other", policy=validate_document({"quantile": 0.8}), paused=True,
+              change=PolicyChange("2026-11-29T20:00:00Z", "bob", "update"), if_match=None)
+    sync.sync(NOW_S)
+    other_key = (NS, "Deployment", "other")
+    assert c.targets[other_key].config.policy.quantile == 0.8 and c.targets[other_key].paused
+    running = c.targets[KEY].config
+    (store.dir / FilePolicyStore.file_name(NS, NAME)).write_text('{"trunc')
+    errors = api_errors(c)
+    sync.sync(NOW_S + TICK_S)
+    assert c.targets[KEY].config is running  # the broken one keeps what it ran
+    assert c.targets[other_key].config.policy.quantile == 0.8  # the others keep theirs
+    assert c.targets[other_key].paused
+    assert (NS, NAME) in store.unreadable and api_errors(c) == errors + 1
+
+
 def test_an_unreachable_configmap_store_keeps_the_running_policy(kube_server, kube_client):
     c = controller()
     store = ConfigMapPolicyStore(kube_client, "predictive-autoscaler")
