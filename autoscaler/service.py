@@ -279,7 +279,11 @@ def build_service(settings: Settings, *, standalone: bool = False,
     if standalone:
         settings = settings.for_standalone()
         state_dir = Path(state_dir or settings.state_dir or DEFAULT_STATE_DIR)
-        state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"--state-dir {state_dir}: cannot be used as the state "
+                              f"directory: {e.strerror or e}") from None
         api_client = None
     elif api_client is None:
         api_client = kube_api_client(kubeconfig)

@@ -21,6 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from autoscaler.app import create_app
+from autoscaler.errors import ConfigError
 from autoscaler.service import LEASE_JOB, REFIT_EXECUTOR, REFIT_PREFIX, TICK_JOB, build_service
 from autoscaler.settings import Settings
 
@@ -235,3 +236,13 @@ def test_run_bad_config_prints_one_line_and_exits_2(tmp_path, content, expected)
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], \
         done.stderr
     assert not (tmp_path / ".autoscaler-state").exists()
+
+
+def test_a_state_dir_that_is_a_file_is_one_line_naming_the_option(tmp_path) -> None:
+    taken = tmp_path / "state"
+    taken.write_text("not a directory")
+    with pytest.raises(ConfigError) as e:
+        build_service(settings_for("http://127.0.0.1:9"), standalone=True, state_dir=taken,
+                      environ=TOKENS)
+    assert str(e.value).startswith(f"--state-dir {taken}: cannot be used")
+    assert "\n" not in str(e.value)
