@@ -19,14 +19,8 @@ from autoscaler.policy_doc import MAX_SERVICE_S, PolicyInvalid, validate_documen
 from autoscaler.service import build_service
 from autoscaler.settings import Settings
 from policies.predictive import PredictiveConfig, size_for
+from tests.test_api import DEMO, MERGE, RATE, READ, TOKENS, WRITE, R, W  # noqa: F401
 
-READ, WRITE = "read-token-0123456789", "write-token-0123456789"
-TOKENS = {"AUTOSCALER_API_TOKENS": f"{READ}:read,{WRITE}:write"}
-R = {"Authorization": f"Bearer {READ}"}
-W = {"Authorization": f"Bearer {WRITE}"}
-MERGE = "application/merge-patch+json"
-RATE = "sum(rate(demo_requests_total[1m]))"
-DEMO = "/targets/default/demo"
 ROOT = Path(__file__).resolve().parents[1]
 WEB = "/targets/team-b/web"  # has an HPA
 
