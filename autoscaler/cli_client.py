@@ -102,9 +102,11 @@ def policy_defaults() -> dict[str, Any]:
 
 def policy_table(target: str, policy: Mapping[str, Any], defaults: Mapping[str, Any],
                  etag: str | None = None) -> Table:
-    """field / value / default, one row per field of the document (changed ones marked *)."""
+    """field / value / built-in default, one row per field of the document (fields away from
+    the built-in default marked *; the target's own configured values, which a PUT's missing
+    fields and a PATCH's nulls go back to, may differ from the built-in ones)."""
     t = Table(title=f"policy of {target}", caption=f"ETag {etag}" if etag else None)
-    for c in ("field", "value", "default"):
+    for c in ("field", "value", "built-in default"):
         t.add_column(c)
     for key, value in policy.items():
         default = show(defaults[key]) if key in defaults else ""
