@@ -42,10 +42,10 @@ from pydantic import ValidationError
 
 from autoscaler.errors import AutoscalerError
 from autoscaler.kube_actuator import (
-    EVENT_REASON_MAX,
     USER_MIN_ANNOTATION,
     ActuatorTarget,
     call_api,
+    event_body,
 )
 from autoscaler.loop import Controller, TargetKey, key_of
 from autoscaler.settings import Settings, TargetConfig, TargetSettings
@@ -179,19 +179,14 @@ class KubeWarningEvents:
 
     def __call__(self, bad: InvalidWorkload) -> None:
         namespace, kind, name = bad.key
-        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         involved = {"apiVersion": "apps/v1", "kind": kind, "name": name,
                     "namespace": namespace}
         if bad.uid:
             involved["uid"] = bad.uid
-        body: Any = {
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": f"{name}.", "namespace": namespace},
-            "involvedObject": involved, "reason": INVALID_REASON[:EVENT_REASON_MAX],
-            "type": "Warning",
-            "message": f"not autoscaled: {bad.error}"[:_MESSAGE_MAX],
-            "source": {"component": self.component}, "reportingComponent": self.component,
-            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1}
+        body = event_body(involved, INVALID_REASON,
+                          f"not autoscaled: {bad.error}"[:_MESSAGE_MAX],
+                          component=self.component, now=datetime.now(UTC),
+                          event_type="Warning")
         call_api(f"create Event for {namespace}/{name}",
                  lambda: self._core.create_namespaced_event(namespace, body))
 

@@ -384,22 +384,15 @@ class KubeActuator:
         """A Normal Event on the written object; a failed Event is logged, never fatal (the
         write it reports already happened)."""
         meta = involved["metadata"]
-        stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         floor = f"{action.field_path}={action.after}"
         if action.user_min is not None:
             floor += f" (was {action.before}, user minimum {action.user_min})"
-        body: Any = {  # plain JSON: the client sends dicts as they are
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.",
-                         "namespace": action.target.namespace},
-            "involvedObject": {"apiVersion": involved["apiVersion"],
-                               "kind": action.object_kind, "name": meta["name"],
-                               "namespace": action.target.namespace, "uid": meta.get("uid")},
-            "reason": reason[:EVENT_REASON_MAX], "type": "Normal",
-            "message": f"predictive {action.mode}: set {floor}; reason: {reason}",
-            "source": {"component": self.component}, "reportingComponent": self.component,
-            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
-        }
+        body = event_body(
+            {"apiVersion": involved["apiVersion"], "kind": action.object_kind,
+             "name": meta["name"], "namespace": action.target.namespace,
+             "uid": meta.get("uid")},
+            reason, f"predictive {action.mode}: set {floor}; reason: {reason}",
+            component=self.component, now=now)
         try:
             event = call_api(f"create Event for {meta['name']}", lambda: self._core
                           .create_namespaced_event(action.target.namespace, body))
@@ -407,6 +400,23 @@ class KubeActuator:
             log.warning("event not emitted: %s", error)
             return None
         return event.metadata.name
+
+
+def event_body(involved: dict[str, Any], reason: str, message: str, *, component: str,
+               now: datetime, event_type: str = "Normal") -> dict[str, Any]:
+    """A core/v1 Event on `involved` (apiVersion, kind, name, namespace and, when known,
+    uid), as every Event of the controller is written (plain JSON: the client sends dicts
+    as they are). Pure."""
+    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": f"{involved['name']}.",
+                     "namespace": involved["namespace"]},
+        "involvedObject": involved, "reason": reason[:EVENT_REASON_MAX], "type": event_type,
+        "message": message, "source": {"component": component},
+        "reportingComponent": component, "firstTimestamp": stamp, "lastTimestamp": stamp,
+        "count": 1,
+    }
 
 
 def _with(action: Action, **changes: Any) -> Action:

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from autoscaler.errors import AutoscalerError
-from autoscaler.kube_actuator import EVENT_REASON_MAX, call_api
+from autoscaler.kube_actuator import call_api, event_body
 from autoscaler.loop import Controller, TargetKey
 from autoscaler.policy_doc import PolicyInvalid, apply_document, document_of
 from autoscaler.policy_store import PolicyChange, PolicyStore, StoredPolicy
@@ -169,18 +169,12 @@ class KubePolicyEvents:
         self.component = component
 
     def __call__(self, config: TargetConfig, change: PolicyChange) -> None:
-        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        reason = self.REASONS.get(change.action, "PolicyChanged")[:EVENT_REASON_MAX]
-        body: Any = {
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": f"{config.name}.", "namespace": config.namespace},
-            "involvedObject": {"apiVersion": "apps/v1", "kind": config.kind,
-                               "name": config.name, "namespace": config.namespace},
-            "reason": reason, "type": "Normal",
-            "message": f"policy {change.action} by {change.who} at {change.at}"
-                       + _diff_text(change),
-            "source": {"component": self.component}, "reportingComponent": self.component,
-            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1}
+        body = event_body(
+            {"apiVersion": "apps/v1", "kind": config.kind, "name": config.name,
+             "namespace": config.namespace},
+            self.REASONS.get(change.action, "PolicyChanged"),
+            f"policy {change.action} by {change.who} at {change.at}" + _diff_text(change),
+            component=self.component, now=datetime.now(UTC))
         try:
             call_api(f"create Event for {config.namespace}/{config.name}",
                      lambda: self._core.create_namespaced_event(config.namespace, body))
