@@ -18,7 +18,6 @@ Not pure: queries Prometheus, writes a temporary file, starts processes. `predic
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import math
 import multiprocessing
@@ -33,12 +32,13 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from autoscaler.errors import AutoscalerError
 from autoscaler.metric_presets import MetricQueries
+from autoscaler.policy_doc import defaults
+from autoscaler.record import rfc3339
 
 if TYPE_CHECKING:
     from autoscaler.settings import Settings, TargetConfig
@@ -53,17 +53,6 @@ MAX_WARMUP_S = 2 * 86_400
 """Cap on the forecasters' history replayed before the window: more costs replay time and
 Prometheus points without changing what the forecasters learn much [2 d]."""
 NOT_SIMULATED = ("mode", "dry_run")
-
-
-@functools.cache
-def _defaults() -> dict[str, Any]:
-    from policies.predictive import PredictiveConfig
-
-    return {f.name: f.default for f in dataclasses.fields(PredictiveConfig)}
-
-
-def rfc3339(t_s: float) -> str:
-    return datetime.fromtimestamp(t_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -114,8 +103,8 @@ def _spec_value(key: str, value: Any) -> str:
 
 
 def _same(value: Any, default: Any) -> bool:
-    if isinstance(default, tuple):
-        return isinstance(value, tuple | list) and tuple(value) == default
+    if isinstance(default, tuple | list):
+        return isinstance(value, tuple | list) and tuple(value) == tuple(default)
     if isinstance(default, bool) or isinstance(value, bool):
         return type(value) is type(default) and value == default
     return value == default
@@ -125,12 +114,13 @@ def predictive_spec(doc: Mapping[str, Any]) -> str:
     """`predictive:key=value,...` with the doc's PredictiveConfig fields that differ from the
     defaults (tick_s is the loop's, mode/dry_run are not simulated); ValueError on others."""
     params = []
+    default = defaults()  # the document's defaults: PredictiveConfig's, without tick_s
     for key, value in doc.items():
         if key in NOT_SIMULATED or key == "tick_s":
             continue
-        if key not in _defaults():
+        if key not in default:
             raise ValueError(f"{key}: not a policy field")
-        if not _same(value, _defaults()[key]):
+        if not _same(value, default[key]):
             params.append(f"{key}={_spec_value(key, value)}")
     return "predictive" + (":" + ",".join(params) if params else "")
 

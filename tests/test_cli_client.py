@@ -36,7 +36,6 @@ from autoscaler.cli_client import (
     parse_assignments,
     parse_target,
     parse_value,
-    policy_defaults,
     wait_for_job,
     whatif_names,
     whatif_table,
@@ -134,13 +133,6 @@ def test_with_changes_null_drops_the_field_so_the_default_applies() -> None:
     assert with_changes(current, {"quantile": 0.99, "lead_time_s": None}) == {
         "quantile": 0.99, "mode": "floor"}
     assert current["lead_time_s"] == 60.0  # not mutated
-
-
-def test_policy_defaults_are_the_api_documents_defaults() -> None:
-    from autoscaler.policy_doc import defaults
-
-    assert policy_defaults() == defaults()
-    assert "tick_s" not in policy_defaults()
 
 
 DEFAULTS = {"quantile": 0.95, "min_replicas": 1, "forecaster": "auto", "lead_time_s": None}
