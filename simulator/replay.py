@@ -33,6 +33,7 @@ from policies.predictive import (
 )
 from policies.registry import BESIDE_HPA_PREFIX, PolicySpec
 from policies.types import Decision, Observation, PodMetrics
+from simulator import fast_hpa
 from simulator.cluster import Cluster, Pod, cold_start_stream
 from simulator.engine import Engine
 from simulator.pipeline import PipelineConfig, ScrapeStore
@@ -71,8 +72,12 @@ class Replay:
     def __init__(self, view: WorkloadView, spec: PolicySpec, config: ReplayConfig,
                  oracle_need: np.ndarray | None = None,
                  progress: Callable[[float], None] | None = None,
-                 record_decisions: bool = False, planned_oracle: bool = True) -> None:
+                 record_decisions: bool = False, planned_oracle: bool = True,
+                 compiled_hpa: bool = True) -> None:
         self.view, self.spec, self.cfg = view, spec, config
+        # hpa in fast mode runs as one compiled call (simulator/fast_hpa.py, bit-identical);
+        # compiled_hpa=False runs it event by event (the reference the tests hold it to)
+        self.compiled_hpa = compiled_hpa
         self.profile = view.profile
         # The oracle's pods follow its plan whatever is served: in fast mode (planned_oracle,
         # the default) its pod events are computed from the plan at once and the whole replay
@@ -289,6 +294,8 @@ class Replay:
 
     # -- run -------------------------------------------------------------------------------
     def run(self) -> PolicyResult:
+        if fast_hpa.applies(self):
+            return fast_hpa.run(self)
         cfg = self.cfg
         timeline: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         if self._serve_at_end and cfg.pod_mtbf_s is None:

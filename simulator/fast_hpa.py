@@ -1,0 +1,719 @@
+"""A compiled twin of Replay.run for the `hpa` policy in fast mode; tests hold it bit-identical
+to the event path (tests/test_sim_fast_hpa.py).
+
+Rule: the same replay as the event-by-event loop (simulator/replay.py with the Python engine),
+in one numba call: the events run in the engine's order (pod-ready events before a tick at the
+same time, ties in creation order); before each event the fluid queue is served up to it with
+the ready count before it and the ready pod-seconds are accrued; at each tick the counters are
+scraped, the observation is grouped as Replay._observe does (pods with a full metric window,
+unready, missing), the HPA rule of policies/hpa.py `hpa_desired` decides, and the cluster scales
+as Cluster.scale_to does (cold starts from the cluster's own stream in the same order; deletions
+not-ready first, newest first). Every float is computed with the same operations in the same
+order as the Python path, so the results are equal, not merely close.
+
+Replays it does not model exactly fall back to the event path (`applies` is False): request
+fidelity, pod failures, recorded decisions, policies other than `hpa`, an External metric.
+The HPA's reasons are small ints in the kernel and are mapped back to the same strings.
+The Erlang C entries the fluid model reads are computed before each run of steps, four at a
+time (the same values as fluid.py's lazy fill, sooner). Deterministic; it reads nothing but its
+arguments.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numba import njit
+
+from policies.hpa import (
+    _CEIL_EPS,
+    SCALE_UP_LIMIT_FACTOR,
+    SCALE_UP_LIMIT_MINIMUM,
+    HPAConfig,
+    HPAState,
+)
+from simulator.cluster import Pod
+from simulator.fluid import _BUSY, FluidServer, _fluid_kernel, _shared_ctab
+from simulator.results import PolicyResult
+from simulator.serve_modes import FastServing
+
+if TYPE_CHECKING:
+    from simulator.replay import Replay
+
+# simulator/fluid.py's kernel and state layout are compiled INTO this module's cached code, and
+# numba's cache only watches this file (numba issue 1833): after editing fluid.py, delete
+# simulator/__pycache__/fast_hpa.* (tests/test_sim_fast_hpa.py fails until then, and says so).
+
+# Decision reasons of hpa_desired, as the kernel counts them (index = code).
+REASONS = ("ScalingDisabled", "TooManyReplicas", "TooFewReplicas", "FailedGetPodsMetric",
+           "DesiredWithinRange", "ScaleUpLimit", "ScaleDownLimit", "ScaleUpStabilized",
+           "ScaleDownStabilized")
+(_DISABLED, _TOO_MANY, _TOO_FEW, _FAILED, _WITHIN_RANGE, _UP_LIMIT, _DOWN_LIMIT,
+ _UP_STABILIZED, _DOWN_STABILIZED) = range(len(REASONS))
+_READY_FOR_NEW_SCALE = len(REASONS)  # an "able to scale" condition, never a reason itself
+_SELECT = {"Max": 0, "Min": 1, "Disabled": 2}
+# integer HPA settings (hi) and float ones (hf), by slot
+_MIN_R, _MAX_R, _LEGACY, _UP_SELECT, _DOWN_SELECT = range(5)
+(_TARGET, _TOL_UP, _TOL_DOWN, _UP_W, _DOWN_W, _REC_KEEP, _UP_KEEP, _DOWN_KEEP, _CEIL_GUARD,
+ _UP_FACTOR, _UP_MINIMUM) = range(11)
+_MAX_ROWS = 4096  # Erlang C rows (one per ready count) beyond which the event path runs
+
+
+# -- histories: (time, value) buffers, oldest first, live in [ht[0], ht[1]) -----------------
+@njit(cache=True)
+def _window_max(ts, vs, ht, cutoff, inclusive, initial):
+    """stabilization.window_max: max of initial and the values after the cutoff."""
+    out = initial
+    i = ht[0]
+    while i < ht[1] and (ts[i] < cutoff or (ts[i] == cutoff and not inclusive)):
+        i += 1
+    for j in range(i, ht[1]):
+        out = max(out, vs[j])
+    return out
+
+
+@njit(cache=True)
+def _window_min(ts, vs, ht, cutoff, initial):
+    """stabilization.window_min: min of initial and the values strictly after the cutoff."""
+    out = initial
+    i = ht[0]
+    while i < ht[1] and ts[i] <= cutoff:
+        i += 1
+    for j in range(i, ht[1]):
+        out = min(out, vs[j])
+    return out
+
+
+@njit(cache=True)
+def _record(ts, vs, ht, now_s, value, keep_s):
+    """stabilization.record: drop the samples no window of keep_s can count, append."""
+    cutoff = now_s - keep_s
+    while ht[0] < ht[1] and ts[ht[0]] <= cutoff:
+        ht[0] += 1
+    ts[ht[1]] = now_s
+    vs[ht[1]] = value
+    ht[1] += 1
+
+
+@njit(cache=True)
+def _change_in_period(ts, vs, ht, now_s, period_s):
+    cutoff = now_s - period_s
+    total = 0
+    for j in range(ht[1] - 1, ht[0] - 1, -1):
+        if ts[j] <= cutoff:
+            break
+        total += vs[j]
+    return total
+
+
+@njit(cache=True)
+def _rate_limit(up, current, now_s, kind, value, period, select, ev):
+    """stabilization.scale_up_limit (up) / scale_down_limit: the count the policies allow.
+    ev = (up times, up values, up head/tail, down times, down values, down head/tail)."""
+    if select == 2 or kind.shape[0] == 0:  # Disabled, or no policy (Go clamps to current)
+        return current
+    result = 0
+    for p in range(kind.shape[0]):
+        start = (current - _change_in_period(ev[0], ev[1], ev[2], now_s, period[p])
+                 + _change_in_period(ev[3], ev[4], ev[5], now_s, period[p]))
+        if up:
+            proposed = (start + int(value[p]) if kind[p] == 0
+                        else int(math.ceil(start * (1 + value[p] / 100))))
+        else:
+            proposed = (start - int(value[p]) if kind[p] == 0
+                        else int(start * (1 - value[p] / 100)))
+        if p == 0:
+            result = proposed
+        elif (select == 1) == up:  # the strictest: Min up, Max down (and vice versa)
+            result = min(result, proposed)
+        else:
+            result = max(result, proposed)
+    return result
+
+
+# -- the HPA rule (policies/hpa.py) ----------------------------------------------------------
+@njit(cache=True)
+def _within(ratio, tol_up, tol_down):
+    return 1.0 - ratio <= tol_down and ratio - 1.0 <= tol_up
+
+
+@njit(cache=True)
+def _pods_metric(ready_n, util_sum, unready, missing, target, current, tol_up, tol_down, eps):
+    """hpa.pods_metric_replicas; -1 when no ready pod has a metric."""
+    if ready_n <= 0:
+        return -1
+    usage = util_sum / ready_n
+    ratio = usage / target
+    up_with_unready = unready > 0 and ratio > 1.0
+    if not up_with_unready and missing == 0:
+        if _within(ratio, tol_up, tol_down):
+            return current
+        return int(math.ceil(ratio * ready_n - eps))
+    total, n = util_sum, ready_n
+    if missing > 0:
+        if ratio < 1.0:
+            total += missing * target
+            n += missing
+        elif ratio > 1.0:
+            n += missing
+    if up_with_unready:
+        n += unready
+    new_ratio = (total / n) / target
+    if _within(new_ratio, tol_up, tol_down) or ratio < 1.0 < new_ratio or ratio > 1.0 > new_ratio:
+        return current
+    proposal = int(math.ceil(new_ratio * n - eps))
+    if (new_ratio < 1.0 and proposal > current) or (new_ratio > 1.0 and proposal < current):
+        return current
+    return proposal
+
+
+@njit(cache=True)
+def _normalize_legacy(hi, hf, recs, current, desired, min_r, now_s):
+    """hpa._normalize_legacy: (count, stabilized, able, limited)."""
+    window = hf[_REC_KEEP]
+    stabilized = _window_max(recs[0], recs[1], recs[2], now_s - window, True, desired)
+    _record(recs[0], recs[1], recs[2], now_s, desired, window)
+    able = _DOWN_STABILIZED if stabilized != desired else _READY_FOR_NEW_SCALE
+    up_limit = int(max(hf[_UP_FACTOR] * current, hf[_UP_MINIMUM]))
+    max_r = hi[_MAX_R]
+    if max_r > up_limit:
+        max_allowed, limit_reason = up_limit, _UP_LIMIT
+    else:
+        max_allowed, limit_reason = max_r, _TOO_MANY
+    if stabilized < min_r:
+        return min_r, stabilized, able, _TOO_FEW
+    if stabilized > max_allowed:
+        return max_allowed, stabilized, able, limit_reason
+    return stabilized, stabilized, able, _WITHIN_RANGE
+
+
+@njit(cache=True)
+def _normalize_behavior(hi, hf, pol, recs, ev, current, desired, min_r, now_s):
+    """hpa._normalize_with_behavior: (count, stabilized, able, limited)."""
+    up = _window_min(recs[0], recs[1], recs[2], now_s - hf[_UP_W], desired)
+    down = _window_max(recs[0], recs[1], recs[2], now_s - hf[_DOWN_W], False, desired)
+    stabilized = current
+    if stabilized < up:
+        stabilized = up
+    if stabilized > down:
+        stabilized = down
+    _record(recs[0], recs[1], recs[2], now_s, desired, hf[_REC_KEEP])
+    if stabilized != desired:
+        able = _UP_STABILIZED if desired >= current else _DOWN_STABILIZED
+    else:
+        able = _READY_FOR_NEW_SCALE
+    out, limited = stabilized, _WITHIN_RANGE
+    if stabilized > current:
+        limit = max(_rate_limit(True, current, now_s, pol[0], pol[1], pol[2], hi[_UP_SELECT],
+                                ev), current)
+        if hi[_MAX_R] > limit:
+            max_allowed, reason = limit, _UP_LIMIT
+        else:
+            max_allowed, reason = hi[_MAX_R], _TOO_MANY
+        if stabilized > max_allowed:
+            out, limited = max_allowed, reason
+    elif stabilized < current:
+        limit = min(_rate_limit(False, current, now_s, pol[3], pol[4], pol[5], hi[_DOWN_SELECT],
+                                ev), current)
+        if min_r < limit:
+            min_allowed, reason = limit, _DOWN_LIMIT
+        else:
+            min_allowed, reason = min_r, _TOO_FEW
+        if stabilized < min_allowed:
+            out, limited = min_allowed, reason
+    return out, stabilized, able, limited
+
+
+@njit(cache=True)
+def _hpa_sync(hi, hf, pol, recs, ev, init, current, ready_n, util_sum, unready, missing, now_s):
+    """hpa.hpa_desired without a floor or an External metric: (desired, reason code).
+    The histories (recs, ev) and init (recordInitialRecommendation done) change in place."""
+    max_r = hi[_MAX_R]
+    min_r = max(0, min(hi[_MIN_R], max_r))
+    if init[0] == 0:
+        recs[2][0], recs[2][1] = 0, 0
+        _record(recs[0], recs[1], recs[2], now_s, current, math.inf)
+        init[0] = 1
+    if current == 0 and min_r != 0:
+        return 0, _DISABLED
+    if current > max_r:
+        desired, reason = max_r, _TOO_MANY
+    elif current < min_r:
+        desired, reason = min_r, _TOO_FEW
+    else:
+        proposal = _pods_metric(ready_n, util_sum, unready, missing, hf[_TARGET], current,
+                                hf[_TOL_UP], hf[_TOL_DOWN], hf[_CEIL_GUARD])
+        if proposal < 0:  # no metric: hold (an invalid metric blocks every change)
+            return current, _FAILED
+        if hi[_LEGACY] == 1:
+            desired, stabilized, able, limited = _normalize_legacy(hi, hf, recs, current,
+                                                                   max(0, proposal), min_r, now_s)
+        else:
+            desired, stabilized, able, limited = _normalize_behavior(
+                hi, hf, pol, recs, ev, current, max(0, proposal), min_r, now_s)
+        # the most specific condition: a limit, else a stabilization, else within range
+        if desired != stabilized:
+            reason = limited
+        elif able != _READY_FOR_NEW_SCALE:
+            reason = able
+        else:
+            reason = _WITHIN_RANGE
+    if desired != current and hi[_LEGACY] == 0:  # storeScaleEvent (behavior only)
+        if desired > current:
+            _record(ev[0], ev[1], ev[2], now_s, desired - current, hf[_UP_KEEP])
+        else:
+            _record(ev[3], ev[4], ev[5], now_s, current - desired, hf[_DOWN_KEEP])
+    return desired, reason
+
+
+# -- the cluster (simulator/cluster.py) and the replay loop (simulator/replay.py) ------------
+# cluster counters (cs, int64) and clocks (fs, float64), by slot
+(_N_LIVE, _N_READY, _N_PODS, _N_DRAWN, _N_PENDING, _SPEC, _SCALE_EVENTS, _N_COLD, _N_TL,
+ _I_STEP) = range(10)
+_LAST_T, _READY_POD_S, _BILLED = range(3)
+
+
+@njit(cache=True)
+def _timeline(tl, cs, now_s):
+    """Cluster._record: (time, ready, total) after a change."""
+    k = cs[_N_TL]
+    tl[0][k], tl[1][k], tl[2][k] = now_s, cs[_N_READY], cs[_N_LIVE]
+    cs[_N_TL] = k + 1
+
+
+# -- Erlang C entries, four at a time -------------------------------------------------------
+# The fluid kernel fills its Erlang C table lazily, one O(servers) recursion per entry: on a
+# first replay of LLM traffic (thousands of slots) that was most of the replay's time. Which
+# entries a run of steps reads depends only on its arrivals and ready count, so they are
+# computed before it, four independent recursions interleaved (the CPU overlaps them), with
+# exactly the operations of fluid._erlang_c_point: the same values, filled sooner.
+@njit(cache=True)
+def _erlang_c_4(servers, r0, r1, r2, r3):
+    """fluid._erlang_c_point(servers, r) for four utilizations r > 0 at once."""
+    i0, i1, i2, i3 = (1.0 / (r0 * servers), 1.0 / (r1 * servers), 1.0 / (r2 * servers),
+                      1.0 / (r3 * servers))
+    x0 = x1 = x2 = x3 = 1.0
+    o0 = o1 = o2 = o3 = False  # the recursion overflowed: that entry is 0
+    for k in range(1, servers + 1):
+        x0 = 1.0 + k * i0 * x0
+        x1 = 1.0 + k * i1 * x1
+        x2 = 1.0 + k * i2 * x2
+        x3 = 1.0 + k * i3 * x3
+        o0 |= x0 > 1e300
+        o1 |= x1 > 1e300
+        o2 |= x2 > 1e300
+        o3 |= x3 > 1e300
+    return (_erlang_c_end(x0, o0, r0), _erlang_c_end(x1, o1, r1), _erlang_c_end(x2, o2, r2),
+            _erlang_c_end(x3, o3, r3))
+
+
+@njit(cache=True, inline="always")
+def _erlang_c_end(x, overflowed, rho):
+    if overflowed:
+        return 0.0
+    b = 1.0 / x
+    return b / (1.0 - rho + rho * b)
+
+
+@njit(cache=True)
+def _fill_entries(ctab, servers, rho_max, idx, n):
+    """Compute the entries idx[:n] (all > 0) of a lazily filled table as fluid._ctab_at
+    would; the last group repeats its last entry."""
+    last = ctab.shape[0] - 1
+    for j in range(0, n, 4):
+        i0, i1 = idx[j], idx[min(j + 1, n - 1)]
+        i2, i3 = idx[min(j + 2, n - 1)], idx[min(j + 3, n - 1)]
+        ctab[i0], ctab[i1], ctab[i2], ctab[i3] = _erlang_c_4(
+            servers, rho_max * i0 / last, rho_max * i1 / last, rho_max * i2 / last,
+            rho_max * i3 / last)
+
+
+@njit(cache=True)
+def _prefill_ctab(arrivals, mu, servers, rho_max, ctab, scratch):
+    """Fill the Erlang C entries fluid._fluid_kernel will read for these steps (the two around
+    each step's utilization min(a / mu, rho_max), as it computes them)."""
+    n_c = ctab.shape[0]
+    n = 0
+    for a in arrivals:
+        x = min(a / mu, rho_max) / rho_max * (n_c - 1)
+        ic = min(int(x), n_c - 2)
+        for i in (ic, ic + 1):
+            if ctab[i] != ctab[i]:
+                if i == 0:  # utilization 0: fluid._erlang_c_point's 0 without a recursion
+                    ctab[i] = 0.0
+                    continue
+                ctab[i] = -1.0  # queued (a NaN would queue it twice); overwritten below
+                scratch[n] = i
+                n += 1
+    if n > 0:
+        _fill_entries(ctab, servers, rho_max, scratch, n)
+
+
+@njit(cache=True)
+def _advance(t_s, cs, fs, per_s, start_s, slots, pooled, ctab2d, fluid, scratch):
+    """Replay._advance: accrue ready pod-seconds and serve the fluid queue up to t_s with the
+    ready count before the event (FastServing.advance: whole 1 s steps only)."""
+    if t_s <= fs[_LAST_T]:
+        return
+    ready = cs[_N_READY]
+    fs[_READY_POD_S] += ready * (t_s - fs[_LAST_T])
+    i0 = cs[_I_STEP]
+    i1 = min(per_s.shape[0], int(t_s - start_s + 1e-9))
+    if i1 > i0:
+        n_total = ready * slots
+        n_eff = max(n_total if pooled else slots, 1)
+        f_tab, h_tab, s_q, params, counts, state = fluid
+        ctab = ctab2d[ready if pooled else 0]
+        if n_total > 0:
+            _prefill_ctab(per_s[i0:i1], n_total / params[0], n_eff, params[1], ctab, scratch)
+        _fluid_kernel(per_s[i0:i1], n_total, n_eff, ctab, f_tab, h_tab, s_q, params, counts,
+                      state)
+        cs[_I_STEP] = i1
+    fs[_LAST_T] = t_s
+
+
+@njit(cache=True)
+def _scale_to(replicas, now_s, cs, fs, pods, draws, tl):
+    """Cluster.scale_to; False when the cold-start draws ran out (the caller draws more)."""
+    created, ready_at, is_ready, deleted, live, pending = pods
+    replicas = max(0, replicas)
+    if replicas == cs[_SPEC]:
+        return True
+    cs[_SCALE_EVENTS] += 1
+    cs[_SPEC] = replicas
+    while cs[_N_LIVE] < replicas:
+        if cs[_N_DRAWN] >= draws.shape[0]:
+            return False
+        cold = draws[cs[_N_DRAWN]]
+        cs[_N_DRAWN] += 1
+        pid = cs[_N_PODS]
+        cs[_N_PODS] += 1
+        created[pid], ready_at[pid] = now_s, now_s + cold
+        live[cs[_N_LIVE]] = pid
+        cs[_N_LIVE] += 1
+        pending[cs[_N_PENDING]] = pid
+        cs[_N_PENDING] += 1
+    extra = cs[_N_LIVE] - replicas
+    if extra > 0:
+        # the ReplicaSet's order: pods not ready first, then ready ones, newest first (live
+        # holds pids in creation order, and creation times never decrease with the pid)
+        for want_ready in (False, True):
+            for j in range(cs[_N_LIVE] - 1, -1, -1):
+                pid = live[j]
+                if extra > 0 and not deleted[pid] and is_ready[pid] == want_ready:
+                    deleted[pid] = True
+                    fs[_BILLED] += now_s - created[pid]
+                    if want_ready:
+                        cs[_N_READY] -= 1
+                    extra -= 1
+        n = 0
+        for j in range(cs[_N_LIVE]):
+            if not deleted[live[j]]:
+                live[n] = live[j]
+                n += 1
+        cs[_N_LIVE] = n
+    _timeline(tl, cs, now_s)
+    return True
+
+
+@njit(cache=True)
+def _next_ready(cs, pods):
+    """(index in pending, pid) of the next pod-ready event: by time, then creation order."""
+    ready_at, pending = pods[1], pods[5]
+    best_k, best = -1, -1
+    for k in range(cs[_N_PENDING]):
+        p = pending[k]
+        if best < 0 or ready_at[p] < ready_at[best] or (ready_at[p] == ready_at[best]
+                                                        and p < best):
+            best_k, best = k, p
+    return best_k, best
+
+
+@njit(cache=True)
+def _become_ready(k, pid, cs, pods, cold_out, tl):
+    """Cluster._become_ready (the event of a pod deleted before it was ready does nothing)."""
+    created, ready_at, is_ready, deleted, live, pending = pods
+    cs[_N_PENDING] -= 1
+    pending[k] = pending[cs[_N_PENDING]]
+    if deleted[pid]:
+        return
+    is_ready[pid] = True
+    cs[_N_READY] += 1
+    cold_out[cs[_N_COLD]] = ready_at[pid] - created[pid]
+    cs[_N_COLD] += 1
+    _timeline(tl, cs, ready_at[pid])
+
+
+@njit(cache=True)
+def _observe(t_s, cs, pods, store, pipe, slots):
+    """Replay._observe's PodMetrics: (with a metric, their util sum, unready, missing)."""
+    t0, interval, lag, rate_window, n_win = pipe
+    s_req, s_busy, s_pods, s_count = store
+    ready, total = cs[_N_READY], cs[_N_LIVE]
+    # ScrapeStore.window / utilization
+    last = min(int((t_s - lag - t0) // interval + 1e-9), s_count[0] - 1)
+    util, has_util = 0.0, False
+    if last >= 0:
+        first = max(last - n_win, 0)
+        if last > first:
+            pod_s = s_pods[last] - s_pods[first]
+            if pod_s > 0:
+                util = min(1.0, (s_busy[last] - s_busy[first]) / (pod_s * slots))
+                has_util = True
+    if not has_util:
+        return 0, 0.0, total - ready, ready
+    # Cluster.ready_since: ready pods with a full metric window
+    full_window_since = t_s - lag - rate_window / 2
+    created, ready_at, is_ready, deleted, live, pending = pods
+    with_metrics = 0
+    for j in range(total):
+        pid = live[j]
+        if is_ready[pid] and ready_at[pid] <= full_window_since:
+            with_metrics += 1
+    return with_metrics, util * with_metrics, total - ready, ready - with_metrics
+
+
+@njit(cache=True)
+def _replay(per_s, cum, span, tick_s, cap_rps, slots, pooled, ctab2d, fluid, store, pipe,
+            n_initial, draws, hi, hf, pol):
+    """The whole replay; returns (ok, per-tick arrays, reasons, cluster, clocks, histories).
+    ok is False when the cold-start draws ran out: nothing returned is then meaningful."""
+    start_s, end_s = span
+    n_ticks_max = int(math.ceil((end_s - start_s) / tick_s)) + 2
+    max_pods = n_initial + draws.shape[0]
+    pods = (np.zeros(max_pods), np.zeros(max_pods), np.zeros(max_pods, dtype=np.bool_),
+            np.zeros(max_pods, dtype=np.bool_), np.zeros(max_pods, dtype=np.int64),
+            np.zeros(max_pods, dtype=np.int64))
+    n_tl = n_ticks_max + max_pods + 2
+    tl = (np.zeros(n_tl), np.zeros(n_tl, dtype=np.int64), np.zeros(n_tl, dtype=np.int64))
+    scratch = np.zeros(ctab2d.shape[1], dtype=np.int64)  # Erlang C entries to fill
+    cold_out = np.zeros(max_pods)
+    tick = (np.zeros(n_ticks_max), np.zeros(n_ticks_max), np.zeros(n_ticks_max),
+            np.zeros(n_ticks_max))
+    reasons = np.zeros(len(REASONS), dtype=np.int64)
+    first_seen = np.full(len(REASONS), -1, dtype=np.int64)
+    recs = (np.zeros(n_ticks_max), np.zeros(n_ticks_max, dtype=np.int64),
+            np.zeros(2, dtype=np.int64))
+    ev = (np.zeros(n_ticks_max), np.zeros(n_ticks_max, dtype=np.int64),
+          np.zeros(2, dtype=np.int64), np.zeros(n_ticks_max),
+          np.zeros(n_ticks_max, dtype=np.int64), np.zeros(2, dtype=np.int64))
+    init = np.zeros(1, dtype=np.int64)
+    cs = np.zeros(10, dtype=np.int64)
+    fs = np.zeros(3)
+    fs[_LAST_T] = start_s
+    # Cluster.start_ready: the warm pods run and are ready at the start
+    created, ready_at, is_ready, deleted, live, pending = pods
+    for pid in range(n_initial):
+        created[pid], ready_at[pid], is_ready[pid], live[pid] = start_s, start_s, True, pid
+    cs[_N_LIVE] = cs[_N_READY] = cs[_N_PODS] = cs[_SPEC] = n_initial
+    _timeline(tl, cs, start_s)
+    s_req, s_busy, s_pods, s_count = store
+    state = fluid[5]
+    under_s, arrived_at_tick, n_ticks, last_desired = 0.0, 0.0, 0, -1
+    t_tick = start_s + tick_s
+    while True:
+        k, pid = _next_ready(cs, pods)
+        if pid >= 0 and ready_at[pid] < end_s and (t_tick >= end_s or ready_at[pid] <= t_tick):
+            # a pod-ready event at a tick's time was scheduled before that tick: it runs first
+            _advance(ready_at[pid], cs, fs, per_s, start_s, slots, pooled, ctab2d, fluid, scratch)
+            _become_ready(k, pid, cs, pods, cold_out, tl)
+            continue
+        if t_tick >= end_s:
+            break
+        t_s = t_tick
+        _advance(t_s, cs, fs, per_s, start_s, slots, pooled, ctab2d, fluid, scratch)
+        # Replay._tick: scrape, true demand, observe, decide, scale
+        si = int(np.rint((t_s - pipe[0]) / pipe[1]))
+        arrived = cum[cs[_I_STEP]]
+        s_req[si], s_busy[si], s_pods[si] = arrived, state[_BUSY], fs[_READY_POD_S]
+        s_count[0] = si + 1
+        demand = (arrived - arrived_at_tick) / tick_s
+        arrived_at_tick = arrived
+        ready = cs[_N_READY]
+        if demand > ready * cap_rps:
+            under_s += tick_s
+        ready_n, util_sum, unready, missing = _observe(t_s, cs, pods, store, pipe, slots)
+        desired, reason = _hpa_sync(hi, hf, pol, recs, ev, init, cs[_SPEC], ready_n, util_sum,
+                                    unready, missing, t_s)
+        reasons[reason] += 1
+        if first_seen[reason] < 0:
+            first_seen[reason] = n_ticks
+        last_desired = desired
+        if not _scale_to(desired, t_s, cs, fs, pods, draws, tl):
+            return (False, n_ticks, tick, reasons, first_seen, cs, fs, pods, cold_out, tl,
+                    under_s, arrived_at_tick, last_desired, recs, ev, init)
+        tick[0][n_ticks], tick[1][n_ticks] = t_s, ready
+        tick[2][n_ticks], tick[3][n_ticks] = cs[_N_LIVE], demand
+        n_ticks += 1
+        t_tick = t_s + tick_s
+    _advance(end_s, cs, fs, per_s, start_s, slots, pooled, ctab2d, fluid, scratch)
+    # Cluster.finish: bill the pods alive at the end, in creation order
+    for j in range(cs[_N_LIVE]):
+        fs[_BILLED] += end_s - created[live[j]]
+    _timeline(tl, cs, end_s)
+    return (True, n_ticks, tick, reasons, first_seen, cs, fs, pods, cold_out, tl, under_s,
+            arrived_at_tick, last_desired, recs, ev, init)
+
+
+# -- the Python side: when it applies, packing, unpacking --------------------------------------
+def applies(replay: Replay) -> bool:
+    """Whether the compiled twin reproduces this replay exactly; else the event path runs."""
+    cfg, hpa = replay.cfg, replay.hpa_cfg
+    return (replay.compiled_hpa and cfg.fidelity == "fast"
+            and replay.spec.name == "hpa" and hpa is not None and replay.predictive is None
+            and replay._oracle_need is None and cfg.pod_mtbf_s is None
+            and replay.decisions is None and isinstance(replay.serving, FastServing)
+            and hpa.target_utilization is not None and hpa.target_rps_per_replica is None
+            and _policies_supported(hpa)
+            and _ctab_rows(replay.serving.fluid, hpa, replay.initial_replicas()) <= _MAX_ROWS
+            and len(replay.engine) == 0 and not replay.cluster.pods)
+
+
+def _policies_supported(hpa: HPAConfig) -> bool:
+    """Pods policies with whole values (the kernel adds them as integers)."""
+    if hpa.behavior is None:
+        return True
+    rules = (hpa.behavior.scale_up, hpa.behavior.scale_down)
+    return all(r.select_policy in _SELECT and all(
+        p.kind == "Percent" or float(p.value).is_integer() for p in r.policies) for r in rules)
+
+
+def _ctab_rows(fluid: FluidServer, hpa: HPAConfig, initial: int) -> int:
+    """Erlang C rows the kernel may index: one per ready count up to the most pods there can
+    be (pooled routing), else the one row of a single replica's slots."""
+    if not fluid._pooled:
+        return 1
+    return max(initial, hpa.max_replicas, hpa.min_replicas) + 1
+
+
+def _hpa_arrays(hpa: HPAConfig) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+    """The HPA settings as the kernel reads them (see policies/hpa.py for their meaning)."""
+    b, down_s = hpa.behavior, hpa.downscale_stabilization_s
+    hi = np.zeros(5, dtype=np.int64)
+    hf = np.zeros(11)
+    # constants of policies/hpa.py go in as values: numba's cache would freeze another
+    # module's globals (it tracks only this file)
+    hf[_CEIL_GUARD], hf[_UP_FACTOR], hf[_UP_MINIMUM] = (_CEIL_EPS, SCALE_UP_LIMIT_FACTOR,
+                                                        SCALE_UP_LIMIT_MINIMUM)
+    hi[_MIN_R], hi[_MAX_R] = hpa.min_replicas, hpa.max_replicas
+    hf[_TARGET] = hpa.target_utilization
+    hf[_TOL_UP] = hf[_TOL_DOWN] = hpa.tolerance
+    empty = (np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0))
+    if b is None:
+        hi[_LEGACY] = 1
+        hf[_REC_KEEP] = down_s
+        return hi, hf, empty + empty
+    up, down = b.scale_up, b.scale_down
+    hi[_UP_SELECT], hi[_DOWN_SELECT] = _SELECT[up.select_policy], _SELECT[down.select_policy]
+    if up.tolerance is not None:
+        hf[_TOL_UP] = up.tolerance
+    if down.tolerance is not None:
+        hf[_TOL_DOWN] = down.tolerance
+    hf[_UP_W] = down_s if up.stabilization_window_s is None else up.stabilization_window_s
+    hf[_DOWN_W] = down_s if down.stabilization_window_s is None else down.stabilization_window_s
+    hf[_REC_KEEP] = max(hf[_UP_W], hf[_DOWN_W])
+    hf[_UP_KEEP] = max((p.period_s for p in up.policies), default=0.0)
+    hf[_DOWN_KEEP] = max((p.period_s for p in down.policies), default=0.0)
+    pol: list[np.ndarray] = []
+    for rules in (up, down):
+        pol.append(np.array([0 if p.kind == "Pods" else 1 for p in rules.policies],
+                            dtype=np.int64))
+        pol.append(np.array([float(p.value) for p in rules.policies], dtype=np.float64))
+        pol.append(np.array([float(p.period_s) for p in rules.policies], dtype=np.float64))
+    return hi, hf, tuple(pol)
+
+
+def _history(ts: np.ndarray, vs: np.ndarray, ht: np.ndarray) -> tuple[tuple[float, int], ...]:
+    return tuple(zip(ts[ht[0]:ht[1]].tolist(), vs[ht[0]:ht[1]].tolist(), strict=True))
+
+
+def run(replay: Replay) -> PolicyResult:
+    """Replay.run for the cases `applies` accepts: the same result, and the Replay left as the
+    event path leaves it (counters, store, cluster, serving, reasons, per-tick trace)."""
+    cfg, view, store = replay.cfg, replay.view, replay.store
+    serving = replay.serving
+    assert isinstance(serving, FastServing) and replay.hpa_cfg is not None
+    fluid = serving.fluid
+    initial = replay.initial_replicas()
+    view.seed_store(store, initial)
+    slots, pooled = fluid.slots_per_replica, fluid._pooled
+    # one lazily filled Erlang C row per ready count, shared with every fluid model (as
+    # FluidServer.step_runs does): entries are pure functions of the row, whoever fills them
+    rows = range(_ctab_rows(fluid, replay.hpa_cfg, initial))
+    shared = [_shared_ctab(max(r * slots if pooled else slots, 1), fluid.max_utilization)
+              for r in rows]
+    ctab2d = np.stack(shared)
+    hi, hf, pol = _hpa_arrays(replay.hpa_cfg)
+    pipe = (store.t0_s, cfg.pipeline.scrape_interval_s, cfg.pipeline.query_lag_s,
+            cfg.pipeline.rate_window_s,
+            int(round(cfg.pipeline.rate_window_s / cfg.pipeline.scrape_interval_s)))
+    # The cluster's own cold-start stream, so the draws are those the event path would take,
+    # in the same order; drawn ahead in a block, and more (then a rerun) if the replay needs it.
+    draw = replay.cluster._cold_start_s
+    n_ticks = int(math.ceil(cfg.duration_s / cfg.tick_s))
+    draws = np.array([draw() for _ in range(max(256, n_ticks // 8))], dtype=np.float64)
+    while True:
+        counts, state = fluid.histogram.counts.copy(), fluid._state.copy()
+        s_store = (store.requests.copy(), store.busy_slot_s.copy(), store.ready_pod_s.copy(),
+                   np.array([store.count], dtype=np.int64))
+        out = _replay(serving.per_s, serving.cum, (cfg.start_s, cfg.end_s), cfg.tick_s,
+                      view.capacity_rps_per_replica, slots, pooled, ctab2d,
+                      (fluid._f_tab, fluid._h_tab, fluid._s_q, fluid._params, counts, state),
+                      s_store, pipe, initial, draws, hi, hf, pol)
+        if out[0]:
+            break
+        draws = np.concatenate([draws, [draw() for _ in range(draws.size)]])
+    for row, tab in enumerate(shared):  # keep what the kernel filled for the next replays
+        tab[:] = ctab2d[row]
+    _unpack(replay, out, counts, state, s_store)
+    if replay._progress is not None:
+        replay._progress(cfg.end_s)
+    return replay._result()
+
+
+def _unpack(replay: Replay, out: tuple, counts: np.ndarray, state: np.ndarray,
+            s_store: tuple[np.ndarray, ...]) -> None:
+    """Leave the Replay, its cluster, store and serving as the event path leaves them."""
+    (_, n_ticks, tick, reasons, first_seen, cs, fs, pods, cold_out, tl, under_s,
+     arrived_at_tick, last_desired, recs, ev, init) = out
+    cfg, serving, store, cluster = replay.cfg, replay.serving, replay.store, replay.cluster
+    assert isinstance(serving, FastServing)
+    fluid = serving.fluid
+    fluid.histogram.counts[:] = counts
+    fluid._state[:] = state
+    serving._i = int(cs[_I_STEP])
+    serving.arrived = float(serving.cum[serving._i])
+    serving._ready = int(cs[_N_READY])
+    serving._next_id = int(cs[_N_READY] + cs[_N_COLD])
+    store.requests[:], store.busy_slot_s[:], store.ready_pod_s[:] = s_store[:3]
+    store.count = int(s_store[3][0])
+    replay._last_t = float(fs[_LAST_T])
+    replay._ready_pod_s = float(fs[_READY_POD_S])
+    replay._under_s = float(under_s)
+    replay._arrivals_at_tick = float(arrived_at_tick)
+    replay.engine.now_s = cfg.end_s
+    # the cluster: counters, cold starts, timeline and the pods still alive
+    created, ready_at, is_ready, _, live, _ = pods
+    cluster.billed_pod_s = float(fs[_BILLED])
+    cluster.cold_starts_s = cold_out[:cs[_N_COLD]].tolist()
+    cluster.scale_events = int(cs[_SCALE_EVENTS])
+    cluster.pods_created = cluster._next_pid = int(cs[_N_PODS])
+    cluster.spec_replicas = int(cs[_SPEC])
+    n_tl = int(cs[_N_TL])
+    cluster.timeline = list(zip(tl[0][:n_tl].tolist(), tl[1][:n_tl].tolist(),
+                                tl[2][:n_tl].tolist(), strict=True))
+    cluster.pods = [Pod(int(p), float(created[p]), float(ready_at[p]), bool(is_ready[p]))
+                    for p in live[:cs[_N_LIVE]].tolist()]
+    cluster._ready_times = sorted(p.ready_at_s for p in cluster.pods if p.ready)
+    replay._rid = {p.pid: p.pid for p in cluster.pods if p.ready}
+    # the HPA: its reasons in the order they first appeared, its last count and its state
+    order = sorted(np.flatnonzero(reasons).tolist(), key=lambda r: first_seen[r])
+    replay.reasons.update({REASONS[r]: int(reasons[r]) for r in order})
+    replay.hpa_replicas = None if last_desired < 0 else int(last_desired)
+    replay.hstate = HPAState(_history(*recs), _history(*ev[:3]), _history(*ev[3:]),
+                             bool(init[0]))
+    replay._trace_t = tick[0][:n_ticks].copy()
+    replay._trace = np.column_stack([tick[1][:n_ticks], tick[2][:n_ticks], tick[3][:n_ticks],
+                                     np.zeros(n_ticks)])
