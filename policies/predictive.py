@@ -57,8 +57,8 @@ class PredictiveConfig:
     """Quantiles of the service part the SLO counts (service, or time to first token) [()]."""
     service_scv: float = 1.0
     """Squared coefficient of variation of slot occupancy, for the queueing model [1.0]."""
-    quantile: float = 0.95
-    """Calibrated forecast quantile sized for [0.95]."""
+    quantile: float = 0.97
+    """Calibrated forecast quantile sized for [0.97]."""
     min_replicas: int = 1
     """Lowest floor [1]."""
     max_replicas: int = 100
@@ -70,9 +70,9 @@ class PredictiveConfig:
     scale_down_window_s: float | None = None
     """The floor is the largest need seen over this window; None: scale_down_window_leads lead
     times [None]."""
-    scale_down_window_leads: float = 2.0
+    scale_down_window_leads: float = 1.0
     """Scale-down window in lead times when scale_down_window_s is None: a pod needed again
-    within about a cold start is cheaper kept than restarted [2.0]."""
+    within a cold start is cheaper kept than restarted (the oracle's own rule) [1.0]."""
     scale_down_max_fraction: float = 0.1
     """Largest share of the floor removed in one tick (at least one replica) [0.1]."""
     surge_margin: float = 0.2
@@ -131,6 +131,8 @@ class PredictiveState:
     band_upper_rps: float = math.nan
     hold_since_s: float | None = None
     prev_rates: tuple[float, ...] = ()
+    lagging: bool = False
+    """The observed rate was above the forecast's median at the last tick."""
 
 
 _RATE_GRID = math.log1p(0.001)  # the queueing model is evaluated on a 0.1 % rate grid
@@ -167,9 +169,10 @@ def _slo_replicas(rate_rps: float, service_mean_s: float, slots: int, wait_budge
                                limit=limit)
 
 
-def _trend_rps_per_s(rates: tuple[float, ...], tick_s: float) -> float:
-    """Least-squares slope of the last observed rates (req/s per second), never negative."""
-    if len(rates) < 3:
+def _trend_rps_per_s(rates: tuple[float, ...], tick_s: float, min_samples: int = 3) -> float:
+    """Least-squares slope of the last observed rates (req/s per second), never negative;
+    0 with fewer than min_samples rates."""
+    if len(rates) < max(2, min_samples):
         return 0.0
     y = np.asarray(rates, dtype=float)
     x = np.arange(len(y), dtype=float) * tick_s
@@ -178,12 +181,12 @@ def _trend_rps_per_s(rates: tuple[float, ...], tick_s: float) -> float:
 
 
 def _extrapolated_rps(obs: Observation, rates: tuple[float, ...], tick_s: float,
-                      now_s: float, horizon_end_s: float) -> float:
+                      now_s: float, horizon_end_s: float, min_samples: int = 3) -> float:
     """The observed rate plus its rise over `rates`, carried from the centre of the rate
     window (metrics_age_s + rate_window_s / 2 old) to horizon_end_s."""
     rate = rates[-1]
     reach_s = horizon_end_s - now_s + obs.metrics_age_s + obs.rate_window_s / 2
-    return rate + _trend_rps_per_s(rates, tick_s) * reach_s
+    return rate + _trend_rps_per_s(rates, tick_s, min_samples) * reach_s
 
 
 class PredictivePolicy:
@@ -231,11 +234,18 @@ class PredictivePolicy:
         median = forecast.quantile(0.5)
         i_seen = min(len(median) - 1, max(0, int((seen_at_s - forecast.start_s)
                                                  // forecast.step_s)))
-        lagging = rate > float(median[i_seen])
+        lagging_now = rate > float(median[i_seen])
+        # A forecast refreshed this tick has just absorbed the newest history step and reads
+        # level with the rate for that one tick: a ramp that is still rising is still lagged.
+        lagging = lagging_now or (state.lagging and len(rates) > 1 and rate > rates[-2])
         if surging or (cfg.trend_floor and lagging):
-            # the surge path follows the last 45 s, the trend floor the last 2 minutes
-            recent = rates[-3:] if surging else rates
-            reactive_rps = _extrapolated_rps(obs, recent, cfg.tick_s, now_s, horizon_end_s)
+            # the surge path follows the last 45 s, the trend floor the last 2 minutes, or
+            # the last 15 s once the rate is above the calibrated band (the forecast is then
+            # plainly behind, and a ramp that speeds up is seen soonest in the newest rates)
+            above_band = rate > float(forecast.quantile(cfg.quantile)[i_seen])
+            recent = rates[-3:] if surging else rates[-2:] if above_band else rates
+            reactive_rps = _extrapolated_rps(obs, recent, cfg.tick_s, now_s, horizon_end_s,
+                                             min_samples=2)
             if reactive_rps > planned_rps:
                 planned_rps, reason = reactive_rps, "surge" if surging else "trend"
         need = min(max(size_for(cfg, planned_rps), cfg.min_replicas), cfg.max_replicas)
@@ -264,7 +274,7 @@ class PredictivePolicy:
             (seen_at - forecast.start_s) // forecast.step_s)))])
         new_state = replace(state, needs=needs, floor=floor, surge=surge_state,
                             band_time_s=now_s + cfg.tick_s, band_upper_rps=next_band,
-                            hold_since_s=None, prev_rates=rates)
+                            hold_since_s=None, prev_rates=rates, lagging=lagging_now)
         replicas = max(floor, obs.hpa_replicas or 0)
         details = {"planned_rps": planned_rps, "observed_rps": rate, "quantile": cfg.quantile,
                    "lead_time_s": lead_s, "need": need, "stabilized": stabilized,

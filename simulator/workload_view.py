@@ -108,10 +108,15 @@ class WorkloadView:
         return float(self.profile.cold_start.high_s)
 
     def initial_rate_rps(self) -> float:
-        """The rate in the minute before the start (or the first minute of the trace)."""
+        """The rate of the minute before the start; when the trace starts there, the rate of
+        its first minute (the load the running replicas were serving when the replay starts).
+
+        Read from the same rate function as the arrivals (a coarse trace's interval average
+        would misstate the interpolated rate at the start)."""
         lo = max(self.trace.start_s, self.start_s - 60.0)
         hi = lo + 60.0 if lo >= self.start_s else self.start_s
-        return float(self.trace.total_requests(lo, hi) / (hi - lo))
+        hi = min(hi, self.trace.end_s)
+        return float(counts_per_second(self.trace, lo, hi).sum() / (hi - lo))
 
     @functools.cached_property
     def per_second(self) -> np.ndarray:
@@ -129,14 +134,26 @@ class WorkloadView:
 
     # -- observed history -----------------------------------------------------------------
     def seed_store(self, store: ScrapeStore, ready_pods: int) -> None:
-        """Fill the store's warm slots with what Prometheus had before the replay started."""
+        """Fill the store's warm slots with what Prometheus had before the replay started.
+
+        Before the trace's own start (a replay from its first second) the workload is taken to
+        have run at its initial rate, as a live service would have, not to have been idle."""
         rate = self.initial_rate_rps()
         busy_per_s = min(rate * self.service_mean_s, ready_pods * self.profile.slots)
+        t_first = store.time_of(0)
+        lo = max(self.trace.start_s, t_first)
+        recorded = np.concatenate(([0.0], np.cumsum(
+            counts_per_second(self.trace, lo, self.start_s)))) if lo < self.start_s else [0.0]
         for i in range(store.warm + 1):
             t = store.time_of(i)
             back = self.start_s - t
-            store.scrape(t, -self.trace.total_requests(t, self.start_s) if back > 0 else 0.0,
-                         -busy_per_s * back, -ready_pods * back)
+            if back <= 0:
+                before = 0.0
+            else:  # requests in [t, start): recorded ones, plus the initial rate before the trace
+                k = int(round(max(t, lo) - lo))
+                before = (recorded[-1] - recorded[min(k, len(recorded) - 1)]
+                          + rate * max(0.0, self.trace.start_s - t))
+            store.scrape(t, -before, -busy_per_s * back, -ready_pods * back)
 
     def new_history(self) -> ObservedHistory:
         """A fresh observed-history buffer for one replay."""

@@ -291,7 +291,7 @@ def patch(c, changes, etag, path=DEMO):
 
 def test_policy_defaults_have_a_stable_etag(client) -> None:
     doc, etag = get_policy(client)
-    assert doc["quantile"] == 0.95  # a fraction, not a percent
+    assert doc["quantile"] == 0.97  # a fraction, not a percent
     assert doc["min_replicas"] == 1 and doc["max_replicas"] == 10
     assert doc["mode"] == "floor" and doc["forecaster"] == "seasonal-naive"
     assert "tick_s" not in doc
@@ -317,9 +317,9 @@ def test_patch_applies_at_once_and_is_recorded(client, service) -> None:
     assert web.policy.min_replicas == 1
     # The same ETag again is now stale.
     assert patch(client, {"min_replicas": 4}, etag).status_code == 412
-    # null resets a field to its default (PredictiveConfig's quantile default is 0.95).
+    # null resets a field to its default (PredictiveConfig's quantile default is 0.97).
     r = patch(client, {"quantile": None}, new_etag)
-    assert r.status_code == 200 and r.json()["quantile"] == 0.95
+    assert r.status_code == 200 and r.json()["quantile"] == 0.97
     history = client.get(f"{DEMO}/policy/history", headers=R).json()["changes"]
     assert [h["action"] for h in history] == ["update", "update"]
     assert history[0]["old"]["min_replicas"] == 1 and history[0]["new"]["min_replicas"] == 3

@@ -100,7 +100,7 @@ def test_put_content_type(client, content_type, status) -> None:
     assert r.status_code == status, r.text
     if status == 415:
         assert "application/json" in r.json()["detail"]
-        assert client.get(f"{DEMO}/policy", headers=R).json()["quantile"] == 0.95
+        assert client.get(f"{DEMO}/policy", headers=R).json()["quantile"] == 0.97
 
 
 # -- the target's own rules ---------------------------------------------------------------------
@@ -236,4 +236,4 @@ def test_put_and_null_fall_back_to_the_targets_configured_policy(client) -> None
     r = client.patch(f"{WEB}/policy", json={"max_replicas": None, "quantile": None},
                      headers={**W, "If-Match": r.headers["etag"], "Content-Type": MERGE})
     assert r.status_code == 200, r.text
-    assert (r.json()["max_replicas"], r.json()["quantile"]) == (20, 0.95)
+    assert (r.json()["max_replicas"], r.json()["quantile"]) == (20, 0.97)

@@ -135,17 +135,17 @@ def test_with_changes_null_drops_the_field_so_the_default_applies() -> None:
     assert current["lead_time_s"] == 60.0  # not mutated
 
 
-DEFAULTS = {"quantile": 0.95, "min_replicas": 1, "forecaster": "auto", "lead_time_s": None}
+DEFAULTS = {"quantile": 0.97, "min_replicas": 1, "forecaster": "auto", "lead_time_s": None}
 
 
 @pytest.mark.parametrize(("old", "new", "expected"), [
-    pytest.param({**DEFAULTS}, {**DEFAULTS, "quantile": 0.99}, ["quantile: 0.95 -> 0.99"],
+    pytest.param({**DEFAULTS}, {**DEFAULTS, "quantile": 0.99}, ["quantile: 0.97 -> 0.99"],
                  id="one-field"),
     pytest.param({**DEFAULTS}, {**DEFAULTS, "min_replicas": 3, "forecaster": "ets"},
                  ["min_replicas: 1 -> 3", "forecaster: auto -> ets"], id="two-in-doc-order"),
     pytest.param(None, {**DEFAULTS, "lead_time_s": 90.0}, ["lead_time_s: null -> 90.0"],
                  id="first-change-against-defaults"),
-    pytest.param({**DEFAULTS, "quantile": 0.9}, {"min_replicas": 1}, ["quantile: 0.9 -> 0.95"],
+    pytest.param({**DEFAULTS, "quantile": 0.9}, {"min_replicas": 1}, ["quantile: 0.9 -> 0.97"],
                  id="missing-field-is-default"),
     pytest.param({**DEFAULTS}, {**DEFAULTS}, [], id="nothing"),
 ])
@@ -455,7 +455,7 @@ def test_policy_get_shows_value_and_default(api) -> None:
     rows = policy_rows(done)
     assert rows["capacity_rps_per_replica"] == ("10.0", "100.0")  # the config's, the default
     assert rows["max_replicas"] == ("10", "100")
-    assert rows["quantile"] == ("0.95", "0.95")
+    assert rows["quantile"] == ("0.97", "0.97")
     assert rows["forecaster"] == ("auto", "auto")
     assert rows["lead_time_s"] == ("null", "null")
     assert rows["mode"] == ("floor", "floor")
@@ -478,7 +478,7 @@ def test_policy_set_then_history_records_who_and_what(api) -> None:
     # null puts a field back to its default
     rows = policy_rows(api.cli_in_process("policy", "set", "default/history",
                                           "--set", "quantile=null", token=WRITE_TOKEN))
-    assert rows["quantile"] == ("0.95", "0.95")
+    assert rows["quantile"] == ("0.97", "0.97")
 
     done = api.cli("policy", "history", "default/history")
     assert done.returncode == 0, done.stderr
@@ -493,10 +493,10 @@ def test_policy_set_then_history_records_who_and_what(api) -> None:
             changes.append([change])
         elif change:
             changes[-1].append(change)
-    assert sorted(changes[0]) == sorted(["quantile: 0.95 -> 0.99",
+    assert sorted(changes[0]) == sorted(["quantile: 0.97 -> 0.99",
                                          "forecaster: auto -> holt-winters",
                                          "lead_time_s: null -> 90.0"])
-    assert changes[1] == ["quantile: 0.99 -> 0.95"]
+    assert changes[1] == ["quantile: 0.99 -> 0.97"]
     assert len(changes) == 2
 
 

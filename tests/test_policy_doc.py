@@ -52,7 +52,7 @@ def test_empty_put_is_every_default():
         else:
             expected = getattr(CORE, name)
             assert doc[name] == (list(expected) if isinstance(expected, tuple) else expected)
-    assert doc["quantile"] == 0.95 and doc["forecaster"] == "auto"
+    assert doc["quantile"] == 0.97 and doc["forecaster"] == "auto"
 
 
 def test_put_replaces_everything_not_named_with_defaults():
@@ -163,7 +163,7 @@ MERGES = [
     pytest.param({}, {}, id="empty-patch-keeps-all"),
     pytest.param({"quantile": 0.99}, {"quantile": 0.99}, id="replace-one"),
     pytest.param({"lead_time_s": None}, {"lead_time_s": None}, id="null-resets-nullable"),
-    pytest.param({"quantile": None}, {"quantile": 0.95}, id="null-resets-to-default"),
+    pytest.param({"quantile": None}, {"quantile": 0.97}, id="null-resets-to-default"),
     pytest.param({"min_replicas": None, "max_replicas": 10}, {"min_replicas": 1,
                                                                "max_replicas": 10},
                  id="null-and-set"),

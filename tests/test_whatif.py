@@ -77,7 +77,7 @@ def free_port() -> int:
 
 @pytest.mark.parametrize(("doc", "expected"), [
     pytest.param({}, "predictive", id="empty"),
-    pytest.param({"quantile": 0.95, "forecaster": "auto", "lead_time_s": None,
+    pytest.param({"quantile": 0.97, "forecaster": "auto", "lead_time_s": None,
                   "slo_part_quantiles_s": [], "trend_floor": True}, "predictive",
                  id="all-defaults"),
     pytest.param({"mode": "direct", "dry_run": True}, "predictive", id="not-simulated"),
@@ -108,7 +108,7 @@ def test_predictive_spec_rejects(doc):
 def test_predictive_spec_round_trips(quantile, max_replicas, window_s):
     doc = {"quantile": quantile, "max_replicas": max_replicas, "scale_down_window_s": window_s}
     params = parse_policy_spec(predictive_spec(doc)).params
-    defaults = {"quantile": 0.95, "max_replicas": 100, "scale_down_window_s": None}
+    defaults = {"quantile": 0.97, "max_replicas": 100, "scale_down_window_s": None}
     assert params == {k: v for k, v in doc.items() if v != defaults[k]}
 
 
