@@ -181,3 +181,42 @@ def test_without_a_forecast_the_floor_holds_but_still_rises_for_observed_demand(
     assert low.floor == 5 and low.reason == "hold: no forecast"  # never dropped on no forecast
     high, state = p.decide(obs(15.0, rate=1600.0), None, state, 15.0)
     assert high.floor == math.ceil(1600 / 80) and high.reason == "reactive: no forecast"
+
+
+# -- the trend floor: which observed rates it follows ------------------------------------------
+# Forecast flat at 1000 (median 1000, q0.9 1100), lead 120 s: the plan covers now .. now + 135 s,
+# and a trend is carried from the rate's age (15 s) to that end: 150 s in all.
+TREND_CASES = [
+    # inside the band (1080 <= 1100) but above the median: the slope of the last 2 minutes,
+    # 20 req/s per 15 s -> 1080 + 150 * 20 / 15 = 1280
+    pytest.param((1000.0, 1020.0, 1040.0, 1060.0), 1080.0, 1280.0, id="inside-band-2-minutes"),
+    # above the band (1150 > 1100): the last 15 s only, 100 req/s per 15 s -> 1150 + 1000
+    pytest.param((1000.0,) * 6 + (1050.0,), 1150.0, 2150.0, id="above-band-last-15-s"),
+    # below the median: no trend, the forecast's q0.9 over the window
+    pytest.param((1000.0, 990.0, 980.0), 970.0, 1100.0, id="below-median-forecast"),
+]
+
+
+@pytest.mark.parametrize(("before", "rate", "planned"), TREND_CASES)
+def test_trend_floor_window(before: tuple[float, ...], rate: float, planned: float) -> None:
+    p = policy(surge_margin=10.0)
+    state = PredictiveState(prev_rates=before)
+    decision, _ = p.decide(obs(0.0, rate=rate), forecast([1000.0] * 6), state, 0.0)
+    assert decision.details["planned_rps"] == pytest.approx(planned)
+    assert decision.floor == math.ceil(planned / 80 - 1e-9)
+
+
+@pytest.mark.parametrize(("lagging_before", "rate", "planned"), [
+    # the forecast refreshed this tick reads level with the rate (median 1080, q0.9 1188);
+    # a ramp lagged at the last tick and still rising keeps its trend: 1080 + 150 * 20 / 15
+    pytest.param(True, 1080.0, 1280.0, id="rising-ramp-stays-lagged"),
+    pytest.param(False, 1080.0, 1188.0, id="not-lagged-before-forecast-only"),
+    # lagged before but no longer rising: the forecast alone
+    pytest.param(True, 1060.0, 1188.0, id="ramp-over-forecast-only"),
+])
+def test_a_ramp_stays_lagged_on_the_forecast_refresh_tick(lagging_before: bool, rate: float,
+                                                          planned: float) -> None:
+    p = policy(surge_margin=10.0)
+    state = PredictiveState(prev_rates=(1000.0, 1020.0, 1040.0, 1060.0), lagging=lagging_before)
+    decision, _ = p.decide(obs(0.0, rate=rate), forecast([1080.0] * 6), state, 0.0)
+    assert decision.details["planned_rps"] == pytest.approx(planned)

@@ -217,3 +217,30 @@ def test_a_policy_result_does_not_depend_on_the_others_in_the_run():
     together = records(("hpa", "oracle", "predictive"))
     assert together["predictive"] == alone["predictive"]
     assert together["oracle"] == alone["oracle"]
+
+
+# ------------------------------------------------------------------- a replay from the first second
+@pytest.mark.parametrize(("rates", "start_s", "expected_rps"), [
+    pytest.param([300.0] * 20, 0.0, 300.0, id="trace-start-first-minute"),
+    # the first minute of the trace lies before the midpoint interpolation reaches 400
+    pytest.param([100.0] * 10 + [400.0] * 10, 0.0, 100.0, id="trace-start-before-a-step"),
+    pytest.param([100.0] * 10 + [400.0] * 10, 1140.0, 400.0, id="minute-before-a-later-start"),
+])
+def test_initial_rate_is_the_interpolated_rate_at_the_start(rates, start_s, expected_rps):
+    view = WorkloadView(counts_trace(rates), load_profile("small-model"), start_s, 1200.0, 0.25)
+    assert view.initial_rate_rps() == pytest.approx(expected_rps)
+
+
+def test_a_replay_from_the_traces_first_second_sees_its_rate_not_an_idle_history():
+    """Before the trace starts the workload is taken to have run at its initial rate: the first
+    ticks' rate() reads 300 req/s, never a ramp up from 0 that a trend would extrapolate."""
+    from simulator.pipeline import PipelineConfig, ScrapeStore
+
+    view = WorkloadView(counts_trace([300.0] * 20), load_profile("small-model"), 0.0, 1200.0,
+                        0.25)
+    store = ScrapeStore(PipelineConfig(), 0.0, 1200.0)
+    view.seed_store(store, 5)
+    assert store.rate_rps(15.0) == pytest.approx(300.0)
+    r = replay_one(counts_trace([300.0] * 20), "predictive", 0.0, 1200.0, fidelity="fast")
+    # 300 req/s needs 300 * 0.04 / 4 = 3 busy replicas' worth: the floor never overshoots
+    assert r.floor.max() <= 6
