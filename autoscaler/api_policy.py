@@ -145,6 +145,8 @@ def _update(service: Service, key: TargetKey, who: str, if_match: str | None,
     # the target's own rules too (e.g. no mode direct beside an HPA): a document the sync
     # would refuse to run must be refused here, not stored and silently not applied
     apply_document(service.controller.targets[key].config, doc)
+    if doc == current.policy:  # nothing changes: no write, no history entry, the same ETag
+        return _policy_response(current)
     change = PolicyChange(at=utc_stamp(), who=who, action="update", old=current.policy,
                           new=doc)
     return _policy_response(_write(service, key, current, policy_doc=doc,

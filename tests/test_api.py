@@ -365,10 +365,10 @@ def test_concurrent_patches_with_one_etag_exactly_one_wins(service, stored_first
             _, etag = get_policy(c)
             assert patch(c, {"min_replicas": 2}, etag).status_code == 200
     rounds = 3
-    for _ in range(rounds):
+    for k in range(rounds):  # values new every round: a write that changes nothing is a no-op
         with TestClient(app) as c:
             _, etag = get_policy(c)
-        winner = race_two_patches(app, (8, 9), lambda c, value, etag=etag: patch(
+        winner = race_two_patches(app, (8 + 2 * k, 9 + 2 * k), lambda c, value, etag=etag: patch(
             c, {"max_replicas": value}, etag).status_code)
         with TestClient(app) as c:
             assert get_policy(c)[0]["max_replicas"] == winner

@@ -237,3 +237,27 @@ def test_put_and_null_fall_back_to_the_targets_configured_policy(client) -> None
                      headers={**W, "If-Match": r.headers["etag"], "Content-Type": MERGE})
     assert r.status_code == 200, r.text
     assert (r.json()["max_replicas"], r.json()["quantile"]) == (20, 0.97)
+
+
+# -- a write that changes nothing ---------------------------------------------------------------
+@pytest.mark.parametrize(("method", "body"), [
+    pytest.param("patch", {}, id="empty-merge-patch"),
+    pytest.param("patch", {"min_replicas": 2}, id="patch-to-the-same-value"),
+    pytest.param("put", None, id="put-of-the-document-itself"),
+])
+def test_a_write_that_changes_nothing_keeps_the_etag_and_the_history(client, method,
+                                                                     body) -> None:
+    first = client.patch(f"{DEMO}/policy", json={"min_replicas": 2},
+                         headers={**W, "If-Match": _etag(client, DEMO), "Content-Type": MERGE})
+    assert first.status_code == 200, first.text
+    etag, doc = first.headers["etag"], first.json()
+    before = client.get(f"{DEMO}/policy/history", headers=R).json()["changes"]
+    headers = {**W, "If-Match": etag}
+    if method == "patch":
+        r = client.patch(f"{DEMO}/policy", json=body,
+                         headers={**headers, "Content-Type": MERGE})
+    else:
+        r = client.put(f"{DEMO}/policy", json=doc, headers=headers)
+    assert r.status_code == 200, r.text
+    assert (r.headers["etag"], r.json()) == (etag, doc)
+    assert client.get(f"{DEMO}/policy/history", headers=R).json()["changes"] == before

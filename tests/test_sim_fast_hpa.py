@@ -18,7 +18,6 @@ from policies.registry import PolicySpec
 from policies.stabilization import ScalingPolicy
 from simulator import fluid
 from simulator.compare import default_max_replicas
-from simulator.fast_hpa import _erlang_c_4, _prefill_ctab
 from simulator.profiles import load_profile
 from simulator.replay import Replay, ReplayConfig
 from simulator.results import PolicyResult
@@ -243,37 +242,3 @@ def test_reasons_are_the_python_hpa_strings() -> None:
                                  "FailedGetPodsMetric", "DesiredWithinRange", "ScaleUpLimit",
                                  "ScaleDownLimit", "ScaleUpStabilized", "ScaleDownStabilized"}
     assert fast.reasons["ScaleUpLimit"] > 0  # the strict Min policies bound scale-ups
-
-
-@pytest.mark.parametrize("servers", [1, 2, 7, 32, 320, 6400, 40_000])
-def test_erlang_c_four_at_a_time_equals_the_fluid_model(servers: int) -> None:
-    """Bit for bit, over the table's grid (tiny utilizations overflow the recursion: 0)."""
-    rho_max = 0.98
-    last = 2048
-    for i in range(1, last + 1, 4 if servers < 1000 else 61):
-        rhos = [rho_max * min(i + m, last) / last for m in range(4)]
-        got = _erlang_c_4(servers, *rhos)
-        want = [fluid._erlang_c_point(servers, r) for r in rhos]
-        assert list(got) == want, (servers, i)
-    assert fluid._erlang_c_point(40_000, rho_max / last) == 0.0  # the overflow case is covered
-
-
-@settings(max_examples=50, deadline=None)
-@given(arrivals=st.lists(st.floats(0.0, 5000.0), min_size=1, max_size=40),
-       ready=st.integers(1, 60), slots=st.integers(1, 32))
-def test_prefilled_entries_are_those_the_fluid_kernel_reads(arrivals: list[float], ready: int,
-                                                            slots: int) -> None:
-    """After the prefill the kernel computes no entry itself, and the values are its own."""
-    rho_max, mean_s = 0.98, 0.04
-    servers = ready * slots
-    ctab = np.full(2049, np.nan)
-    _prefill_ctab(np.asarray(arrivals), servers / mean_s, servers, rho_max, ctab,
-                  np.zeros(2049, dtype=np.int64))
-    filled = ~np.isnan(ctab)
-    server = fluid.FluidServer(slots, mean_s, 1.0, 0.25, np.linspace(0.01, 0.1, 50))
-    reference = np.full(2049, np.nan)
-    fluid._fluid_kernel(np.asarray(arrivals), servers, servers, reference, server._f_tab,
-                        server._h_tab, server._s_q, server._params, server.histogram.counts,
-                        server._state)
-    assert np.array_equal(filled, ~np.isnan(reference))
-    assert np.array_equal(ctab[filled], reference[filled])
