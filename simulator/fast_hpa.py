@@ -14,9 +14,8 @@ order as the Python path, so the results are equal, not merely close.
 Replays it does not model exactly fall back to the event path (`applies` is False): request
 fidelity, pod failures, recorded decisions, policies other than `hpa`, an External metric.
 The HPA's reasons are small ints in the kernel and are mapped back to the same strings.
-The Erlang C entries the fluid model reads are computed before each run of steps, four at a
-time (the same values as fluid.py's lazy fill, sooner). Deterministic; it reads nothing but its
-arguments.
+The Erlang C entries the fluid model reads are filled lazily by fluid.py's one function, as on
+the event path. Deterministic; it reads nothing but its arguments.
 """
 
 from __future__ import annotations
@@ -283,76 +282,8 @@ def _timeline(tl, cs, now_s):
     cs[_N_TL] = k + 1
 
 
-# -- Erlang C entries, four at a time -------------------------------------------------------
-# The fluid kernel fills its Erlang C table lazily, one O(servers) recursion per entry: on a
-# first replay of LLM traffic (thousands of slots) that was most of the replay's time. Which
-# entries a run of steps reads depends only on its arrivals and ready count, so they are
-# computed before it, four independent recursions interleaved (the CPU overlaps them), with
-# exactly the operations of fluid._erlang_c_point: the same values, filled sooner.
 @njit(cache=True)
-def _erlang_c_4(servers, r0, r1, r2, r3):
-    """fluid._erlang_c_point(servers, r) for four utilizations r > 0 at once."""
-    i0, i1, i2, i3 = (1.0 / (r0 * servers), 1.0 / (r1 * servers), 1.0 / (r2 * servers),
-                      1.0 / (r3 * servers))
-    x0 = x1 = x2 = x3 = 1.0
-    o0 = o1 = o2 = o3 = False  # the recursion overflowed: that entry is 0
-    for k in range(1, servers + 1):
-        x0 = 1.0 + k * i0 * x0
-        x1 = 1.0 + k * i1 * x1
-        x2 = 1.0 + k * i2 * x2
-        x3 = 1.0 + k * i3 * x3
-        o0 |= x0 > 1e300
-        o1 |= x1 > 1e300
-        o2 |= x2 > 1e300
-        o3 |= x3 > 1e300
-    return (_erlang_c_end(x0, o0, r0), _erlang_c_end(x1, o1, r1), _erlang_c_end(x2, o2, r2),
-            _erlang_c_end(x3, o3, r3))
-
-
-@njit(cache=True, inline="always")
-def _erlang_c_end(x, overflowed, rho):
-    if overflowed:
-        return 0.0
-    b = 1.0 / x
-    return b / (1.0 - rho + rho * b)
-
-
-@njit(cache=True)
-def _fill_entries(ctab, servers, rho_max, idx, n):
-    """Compute the entries idx[:n] (all > 0) of a lazily filled table as fluid._ctab_at
-    would; the last group repeats its last entry."""
-    last = ctab.shape[0] - 1
-    for j in range(0, n, 4):
-        i0, i1 = idx[j], idx[min(j + 1, n - 1)]
-        i2, i3 = idx[min(j + 2, n - 1)], idx[min(j + 3, n - 1)]
-        ctab[i0], ctab[i1], ctab[i2], ctab[i3] = _erlang_c_4(
-            servers, rho_max * i0 / last, rho_max * i1 / last, rho_max * i2 / last,
-            rho_max * i3 / last)
-
-
-@njit(cache=True)
-def _prefill_ctab(arrivals, mu, servers, rho_max, ctab, scratch):
-    """Fill the Erlang C entries fluid._fluid_kernel will read for these steps (the two around
-    each step's utilization min(a / mu, rho_max), as it computes them)."""
-    n_c = ctab.shape[0]
-    n = 0
-    for a in arrivals:
-        x = min(a / mu, rho_max) / rho_max * (n_c - 1)
-        ic = min(int(x), n_c - 2)
-        for i in (ic, ic + 1):
-            if ctab[i] != ctab[i]:
-                if i == 0:  # utilization 0: fluid._erlang_c_point's 0 without a recursion
-                    ctab[i] = 0.0
-                    continue
-                ctab[i] = -1.0  # queued (a NaN would queue it twice); overwritten below
-                scratch[n] = i
-                n += 1
-    if n > 0:
-        _fill_entries(ctab, servers, rho_max, scratch, n)
-
-
-@njit(cache=True)
-def _advance(t_s, cs, fs, per_s, start_s, slots, pooled, ctab2d, fluid, scratch):
+def _advance(t_s, cs, fs, per_s, start_s, slots, pooled, ctab2d, fluid):
     """Replay._advance: accrue ready pod-seconds and serve the fluid queue up to t_s with the
     ready count before the event (FastServing.advance: whole 1 s steps only)."""
     if t_s <= fs[_LAST_T]:
@@ -365,11 +296,8 @@ def _advance(t_s, cs, fs, per_s, start_s, slots, pooled, ctab2d, fluid, scratch)
         n_total = ready * slots
         n_eff = max(n_total if pooled else slots, 1)
         f_tab, h_tab, s_q, params, counts, state = fluid
-        ctab = ctab2d[ready if pooled else 0]
-        if n_total > 0:
-            _prefill_ctab(per_s[i0:i1], n_total / params[0], n_eff, params[1], ctab, scratch)
-        _fluid_kernel(per_s[i0:i1], n_total, n_eff, ctab, f_tab, h_tab, s_q, params, counts,
-                      state)
+        _fluid_kernel(per_s[i0:i1], n_total, n_eff, ctab2d[ready if pooled else 0], f_tab,
+                      h_tab, s_q, params, counts, state)
         cs[_I_STEP] = i1
     fs[_LAST_T] = t_s
 
@@ -488,7 +416,6 @@ def _replay(per_s, cum, span, tick_s, cap_rps, slots, pooled, ctab2d, fluid, sto
             np.zeros(max_pods, dtype=np.int64))
     n_tl = n_ticks_max + max_pods + 2
     tl = (np.zeros(n_tl), np.zeros(n_tl, dtype=np.int64), np.zeros(n_tl, dtype=np.int64))
-    scratch = np.zeros(ctab2d.shape[1], dtype=np.int64)  # Erlang C entries to fill
     cold_out = np.zeros(max_pods)
     tick = (np.zeros(n_ticks_max), np.zeros(n_ticks_max), np.zeros(n_ticks_max),
             np.zeros(n_ticks_max))
@@ -517,13 +444,13 @@ def _replay(per_s, cum, span, tick_s, cap_rps, slots, pooled, ctab2d, fluid, sto
         k, pid = _next_ready(cs, pods)
         if pid >= 0 and ready_at[pid] < end_s and (t_tick >= end_s or ready_at[pid] <= t_tick):
             # a pod-ready event at a tick's time was scheduled before that tick: it runs first
-            _advance(ready_at[pid], cs, fs, per_s, start_s, slots, pooled, ctab2d, fluid, scratch)
+            _advance(ready_at[pid], cs, fs, per_s, start_s, slots, pooled, ctab2d, fluid)
             _become_ready(k, pid, cs, pods, cold_out, tl)
             continue
         if t_tick >= end_s:
             break
         t_s = t_tick
-        _advance(t_s, cs, fs, per_s, start_s, slots, pooled, ctab2d, fluid, scratch)
+        _advance(t_s, cs, fs, per_s, start_s, slots, pooled, ctab2d, fluid)
         # Replay._tick: scrape, true demand, observe, decide, scale
         si = int(np.rint((t_s - pipe[0]) / pipe[1]))
         arrived = cum[cs[_I_STEP]]
@@ -548,7 +475,7 @@ def _replay(per_s, cum, span, tick_s, cap_rps, slots, pooled, ctab2d, fluid, sto
         tick[2][n_ticks], tick[3][n_ticks] = cs[_N_LIVE], demand
         n_ticks += 1
         t_tick = t_s + tick_s
-    _advance(end_s, cs, fs, per_s, start_s, slots, pooled, ctab2d, fluid, scratch)
+    _advance(end_s, cs, fs, per_s, start_s, slots, pooled, ctab2d, fluid)
     # Cluster.finish: bill the pods alive at the end, in creation order
     for j in range(cs[_N_LIVE]):
         fs[_BILLED] += end_s - created[live[j]]

@@ -190,11 +190,52 @@ def _sample(weight, d_lo, d_hi, c_wait, theta, s_q, n_q, n_samples, counts, g):
     return g
 
 
+_RECURSION_MAX_SERVERS = 64  # up to here the O(servers) recursion is as cheap as the tail sum
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+_LOG_OVERFLOW = 700.0  # exp() of more than this is near the float range: 1/B > 1e300 for sure
+
+
 @njit(cache=True)
 def _erlang_c_point(servers, rho):
-    """P(wait > 0) in M/M/servers at utilization rho (Erlang B recursion, 1/B form)."""
+    """P(wait > 0) in M/M/servers at utilization rho: the one Erlang C every path reads.
+
+    With A = rho * servers and N ~ Poisson(A), 1/B = P(N <= servers) / P(N = servers)
+    = 1 / P(N = servers) - sum_{m >= 1} prod_{i <= m} A / (servers + i). The Poisson mass is
+    evaluated in O(1) (Loader's saddle point form: no cancellation of large logarithms), and
+    the tail sum stops once its terms are negligible: O(sqrt(servers)) terms when rho is near
+    1, a few when it is small, where the O(servers) recursion 1/B_k = 1 + k/A * 1/B_(k-1)
+    costs a millisecond per entry at 10,000 servers. Relative difference to the recursion:
+    a few 1e-12 (tests/test_sim_fluid.py). Small counts and rho >= 1 keep the recursion.
+    1/B > 1e300 (C below ~1e-300) gives 0, as the recursion does."""
     if rho <= 0.0:
         return 0.0
+    if servers <= _RECURSION_MAX_SERVERS or rho >= 1.0:
+        return _erlang_c_recursion(servers, rho)
+    c = float(servers)
+    a = rho * c
+    log_inv_pmf = _stirling_error(c) + _bd0(c, a) + _LOG_SQRT_2PI + 0.5 * math.log(c)
+    if log_inv_pmf > _LOG_OVERFLOW:
+        return 0.0
+    inv_pmf = math.exp(log_inv_pmf)
+    # the terms fall (ratio A / (c + m) < rho): stop when the rest is below rounding of 1/B
+    stop = 1e-18 * inv_pmf
+    tail, q, m = 0.0, 1.0, 1
+    while True:
+        q *= a / (c + m)
+        tail += q
+        if q < stop:
+            break
+        m += 1
+    x = inv_pmf - tail  # >= about inv_pmf / 2: P(N <= c) >= 1/2 when A < c
+    if x > 1e300:
+        return 0.0
+    b = 1.0 / x
+    return b / (1.0 - rho + rho * b)
+
+
+@njit(cache=True)
+def _erlang_c_recursion(servers, rho):
+    """Erlang C by the Erlang B recursion in its 1/B form: O(servers), exact to rounding."""
     inv_a = 1.0 / (rho * servers)
     x = 1.0  # 1 / B_k
     for k in range(1, servers + 1):
@@ -203,6 +244,39 @@ def _erlang_c_point(servers, rho):
             return 0.0
     b = 1.0 / x
     return b / (1.0 - rho + rho * b)
+
+
+@njit(cache=True)
+def _stirling_error(n):
+    """log(n!) - (n + 1/2) log(n) + n - log(sqrt(2 pi)) for n > 15 (Stirling's series, as in
+    Loader 2000 / R's stirlerr; truncation error below 1e-16)."""
+    nn = n * n
+    if n > 500.0:
+        return (1.0 / 12 - (1.0 / 360) / nn) / n
+    if n > 80.0:
+        return (1.0 / 12 - (1.0 / 360 - (1.0 / 1260) / nn) / nn) / n
+    if n > 35.0:
+        return (1.0 / 12 - (1.0 / 360 - (1.0 / 1260 - (1.0 / 1680) / nn) / nn) / nn) / n
+    return (1.0 / 12 - (1.0 / 360 - (1.0 / 1260 - (1.0 / 1680 - (1.0 / 1188) / nn) / nn) / nn)
+            / nn) / n
+
+
+@njit(cache=True)
+def _bd0(x, mean):
+    """x log(x / mean) + mean - x without cancellation when x is near mean (Loader 2000)."""
+    d = x - mean
+    if abs(d) >= 0.1 * (x + mean):
+        return x * math.log(x / mean) + mean - x
+    v = d / (x + mean)
+    s, ej, v2 = d * v, 2.0 * x * v, v * v
+    j = 1
+    while True:
+        ej *= v2
+        s1 = s + ej / (2 * j + 1)
+        if s1 == s:
+            return s1
+        s = s1
+        j += 1
 
 
 @njit(cache=True)
