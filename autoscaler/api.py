@@ -85,6 +85,10 @@ def find_key(service: Service, namespace: str, name: str) -> TargetKey:
         key = (namespace, kind, name)
         if key in service.controller.targets:
             return key
+    if len(namespace) > 63 or len(name) > 253 or not f"{namespace}{name}".isprintable():
+        # never a Kubernetes object name (namespace <= 63, name <= 253 characters): say so
+        # without echoing it into a one-line reason
+        raise HTTPException(404, "no target: not a Kubernetes namespace/name")
     raise HTTPException(404, f"no target {namespace}/{name}")
 
 

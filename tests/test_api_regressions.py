@@ -261,3 +261,18 @@ def test_a_write_that_changes_nothing_keeps_the_etag_and_the_history(client, met
     assert r.status_code == 200, r.text
     assert (r.headers["etag"], r.json()) == (etag, doc)
     assert client.get(f"{DEMO}/policy/history", headers=R).json()["changes"] == before
+
+
+# -- a 404 for a name no Kubernetes object can have ---------------------------------------------
+@pytest.mark.parametrize(("path", "echoed"), [
+    pytest.param(f"/targets/default/{'x' * 300}/policy", False, id="name-over-253"),
+    pytest.param(f"/targets/{'n' * 64}/demo/policy", False, id="namespace-over-63"),
+    pytest.param("/targets/default/a%0Ab/policy", False, id="newline-in-name"),
+    pytest.param("/targets/default/no-such-app/policy", True, id="a-valid-name-is-named"),
+])
+def test_a_404_never_echoes_what_cannot_be_a_name(client, path, echoed) -> None:
+    r = client.get(path, headers=R)
+    assert r.status_code == 404
+    detail = r.json()["detail"]
+    assert "\n" not in detail and len(detail) < 120
+    assert ("no-such-app" in detail) is echoed
