@@ -24,6 +24,7 @@ from rich.table import Table
 
 from autoscaler.api_client import ApiClient, ApiClientError
 from autoscaler.cli_common import OneLineErrors, fail, run_app
+from autoscaler.policy_store import differing_fields
 
 POLL_INTERVAL_S = 1.0
 COMPARISON_COLUMNS = ("policy", "SLO attainment", "replica-h", "cost USD", "cost/oracle",
@@ -107,12 +108,9 @@ def changed_fields(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None,
                    defaults: Mapping[str, Any]) -> list[str]:
     """`field: old -> new` for each field that differs (a missing document = the defaults)."""
     before, after = dict(old or defaults), dict(new or defaults)
-    lines = []
-    for key in [*after, *(k for k in before if k not in after)]:
-        a, b = before.get(key, defaults.get(key)), after.get(key, defaults.get(key))
-        if a != b:
-            lines.append(f"{key}: {show(a)} -> {show(b)}")
-    return lines
+    return [f"{key}: {show(before.get(key, defaults.get(key)))} -> "
+            f"{show(after.get(key, defaults.get(key)))}"
+            for key in differing_fields(before, after, defaults)]
 
 
 def history_table(target: str, changes: Sequence[Mapping[str, Any]],

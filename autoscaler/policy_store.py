@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -117,14 +117,25 @@ def _check_target(namespace: str, name: str) -> None:
         raise ValueError(f"invalid name {name!r}")
 
 
+def differing_fields(old: Mapping[str, Any], new: Mapping[str, Any],
+                     defaults: Mapping[str, Any] | None = None) -> list[str]:
+    """The fields whose value differs between two policy documents, in `new`'s order and then
+    `old`'s; a field missing from a document has its value in `defaults` (None: it differs
+    from any value). The one rule of "what changed" for the history, Events and the CLI."""
+    missing = object()
+    fallback = defaults or {}
+    keys = [*new, *(k for k in old if k not in new)]
+    return [k for k in keys
+            if old.get(k, fallback.get(k, missing)) != new.get(k, fallback.get(k, missing))]
+
+
 def compact_change(change: PolicyChange) -> PolicyChange:
     """The change with only the fields that differ in `old` and `new` (when both are
     documents); anything else unchanged."""
     old, new = change.old, change.new
     if not isinstance(old, dict) or not isinstance(new, dict):
         return change
-    keys = [k for k in sorted(old.keys() | new.keys())
-            if k not in old or k not in new or old[k] != new[k]]
+    keys = differing_fields(old, new)
     return PolicyChange(at=change.at, who=change.who, action=change.action,
                         old={k: old[k] for k in keys if k in old},
                         new={k: new[k] for k in keys if k in new})

@@ -27,7 +27,7 @@ from autoscaler.errors import AutoscalerError
 from autoscaler.kube_actuator import call_api, event_body
 from autoscaler.loop import Controller, TargetKey
 from autoscaler.policy_doc import PolicyInvalid, apply_document, document_of
-from autoscaler.policy_store import PolicyChange, PolicyStore, StoredPolicy
+from autoscaler.policy_store import PolicyChange, PolicyStore, StoredPolicy, differing_fields
 from autoscaler.settings import TargetConfig
 
 log = logging.getLogger(__name__)
@@ -185,6 +185,6 @@ class KubePolicyEvents:
 def _diff_text(change: PolicyChange) -> str:
     if not change.old or not change.new:
         return ""
-    diff = [f"{k}: {change.old.get(k)!r} -> {v!r}" for k, v in change.new.items()
-            if change.old.get(k) != v]
+    diff = [f"{k}: {change.old.get(k)!r} -> {change.new.get(k)!r}"
+            for k in differing_fields(change.old, change.new)]
     return ("; " + ", ".join(diff))[:900] if diff else ""

@@ -279,7 +279,7 @@ def _bd0(x, mean):
         j += 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _ctab_at(ctab, servers, rho_max, i):
     """Entry i of a lazily filled Erlang C table (NaN = not computed yet)."""
     v = ctab[i]
