@@ -65,7 +65,7 @@ def test_example_overlay_config_loads_into_core_types(tmp_path: Path) -> None:
     assert (t.namespace, t.name, t.kind, t.mode, t.preset, t.hpa) == \
         ("inference", "vllm-demo", "Deployment", "floor", "vllm", "vllm-demo")
     assert (t.dry_run, t.lead_time_default_s, t.prewarm_nodes) == (False, 600, False)
-    assert t.policy == PredictiveConfig(capacity_rps_per_replica=4.0, quantile=0.95,
+    assert t.policy == PredictiveConfig(capacity_rps_per_replica=4.0, quantile=0.97,
                                         min_replicas=1, max_replicas=20, tick_s=15.0)
 
 
