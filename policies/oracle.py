@@ -30,11 +30,51 @@ class PlannedPod:
         return self.deleted_s - self.created_s
 
 
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """[start, end) index pairs of the True runs of a boolean array."""
-    padded = np.concatenate(([False], mask, [False])).astype(np.int8)
-    edges = np.flatnonzero(np.diff(padded))
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+def plan_arrays(need: np.ndarray, interval_s: float, start_s: float,
+                cold_starts_s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``plan_pods`` as three arrays (created_s, ready_s, deleted_s), one entry per pod in the
+    same order, computed for all replicas at once: the replay reads thousands of pods."""
+    need = np.asarray(need, dtype=np.int64)
+    end_s = start_s + len(need) * interval_s
+    # replica j's runs start at a boundary where the need rises through j and end where it
+    # falls below j (boundary i lies before interval i; the last one is the end)
+    padded = np.concatenate(([0], need, [0]))
+    before, after = padded[:-1], padded[1:]
+    rep_start, i_start = _crossings(before, after)
+    rep_end, i_end = _crossings(after, before)
+    # replica by replica, run by run: the order the cold starts are consumed in
+    by_start = np.lexsort((i_start, rep_start))
+    by_end = np.lexsort((i_end, rep_end))
+    replica, i0, i1 = rep_start[by_start], i_start[by_start], i_end[by_end]
+    run_start, run_end = start_s + i0 * interval_s, start_s + i1 * interval_s
+    cold_run = i0 > 0  # runs from the start exist already: no cold start drawn
+    draws = np.asarray(cold_starts_s, dtype=float)
+    n_cold = int(np.count_nonzero(cold_run))
+    if n_cold > draws.size:
+        raise ValueError("cold_starts_s is too short for the oracle's plan")
+    cold = np.zeros(run_start.size)
+    cold[cold_run] = draws[:n_cold]
+    # keep the pod through a gap shorter than a cold start: the run joins the previous pod
+    joins = np.zeros(run_start.size, dtype=bool)
+    joins[1:] = (replica[1:] == replica[:-1]) & cold_run[1:] & (
+        run_start[1:] - run_end[:-1] < cold[1:])
+    first = np.flatnonzero(~joins)
+    last = np.append(first[1:], run_start.size)[:first.size] - 1
+    warm = ~cold_run[first]
+    created = np.where(warm, start_s, run_start[first] - cold[first])
+    ready = np.where(warm, start_s, run_start[first])
+    deleted = np.minimum(run_end[last], end_s)
+    order = np.lexsort((ready, created))  # stable: ties keep replica order
+    return created[order], ready[order], deleted[order]
+
+
+def _crossings(lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(replica, boundary) for every replica j with lower[i] < j <= upper[i] at boundary i."""
+    idx = np.flatnonzero(upper > lower)
+    counts = upper[idx] - lower[idx]
+    total = int(counts.sum())
+    offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+    return np.repeat(lower[idx], counts) + offsets + 1, np.repeat(idx, counts)
 
 
 def plan_pods(need: np.ndarray, interval_s: float, start_s: float,
@@ -44,33 +84,9 @@ def plan_pods(need: np.ndarray, interval_s: float, start_s: float,
     cold_starts_s holds the realized cold start of each pod the plan creates, consumed in order
     (replica by replica, run by run); it must be long enough (a ValueError says so otherwise).
     """
-    need = np.asarray(need, dtype=np.int64)
-    end_s = start_s + len(need) * interval_s
-    pods: list[PlannedPod] = []
-    draws = iter(np.asarray(cold_starts_s, dtype=float).tolist())
-    top = int(need.max()) if len(need) else 0
-    for replica in range(1, top + 1):
-        runs = _runs(need >= replica)
-        current: list[float] | None = None  # [created, ready, end]
-        for i0, i1 in runs:
-            run_start, run_end = start_s + i0 * interval_s, start_s + i1 * interval_s
-            if i0 == 0:
-                current = [start_s, start_s, run_end]
-                continue
-            try:
-                cold = next(draws)
-            except StopIteration:
-                raise ValueError("cold_starts_s is too short for the oracle's plan") from None
-            if current is not None and run_start - current[2] < cold:
-                current[2] = run_end  # keep the pod through a gap shorter than a cold start
-                continue
-            if current is not None:
-                pods.append(PlannedPod(*current))
-            current = [run_start - cold, run_start, run_end]
-        if current is not None:
-            pods.append(PlannedPod(current[0], current[1], min(current[2], end_s)))
-    pods.sort(key=lambda p: (p.created_s, p.ready_s))
-    return pods
+    created, ready, deleted = plan_arrays(need, interval_s, start_s, cold_starts_s)
+    return [PlannedPod(c, r, d) for c, r, d in zip(created.tolist(), ready.tolist(),
+                                                  deleted.tolist(), strict=True)]
 
 
 def planned_replica_seconds(pods: list[PlannedPod], start_s: float) -> float:

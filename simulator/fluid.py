@@ -45,7 +45,8 @@ _B, _ARR, _WITHIN, _BUSY, _WAITSUM, _SERVED, _G, _PEND, _PEND_T, _CLOCK, _UNDER 
 @njit(cache=True, parallel=True)
 def _h_table(s_sorted, y_grid, theta_grid):
     """H[k, j] = mean over samples of exp(-(y_j - s) / theta_k) * [s <= y_j]. Rows are
-    independent: computed on every core, each exactly as alone."""
+    independent: computed on every core, each exactly as alone. Equal samples (service times
+    from token counts repeat: a sixth are distinct) share one exp(), still added one by one."""
     n_s, n_y, n_t = s_sorted.shape[0], y_grid.shape[0], theta_grid.shape[0]
     out = np.zeros((n_t, n_y))
     for k in prange(n_t):
@@ -55,8 +56,12 @@ def _h_table(s_sorted, y_grid, theta_grid):
             y = y_grid[j]
             acc *= math.exp(-(y - prev) / th)
             while p < n_s and s_sorted[p] <= y:
-                acc += math.exp(-(y - s_sorted[p]) / th)
+                term = math.exp(-(y - s_sorted[p]) / th)
+                acc += term
                 p += 1
+                while p < n_s and s_sorted[p] == s_sorted[p - 1]:
+                    acc += term
+                    p += 1
             out[k, j] = acc / n_s
             prev = y
     return out
@@ -65,6 +70,9 @@ def _h_table(s_sorted, y_grid, theta_grid):
 @njit(cache=True)
 def _fluid_kernel(arrivals, n_total, n_eff, ctab, f_tab, h_tab, s_q, params, counts, state):
     """Advance the fluid queue over arrivals (one value per 1 s step) with n_total slots."""
+    # Every array is read and written here, in the loop's own body: an array handed to a helper
+    # (even an inlined one) costs two atomic reference-count operations per call, which in a
+    # loop of a million steps took a third of the time. Helpers here take scalars only.
     mean_s, rho_max, scv_factor, slo = params[0], params[1], params[2], params[3]
     n_samples = int(params[4])
     n_y, n_z = f_tab.shape[0], h_tab.shape[0]
@@ -89,35 +97,81 @@ def _fluid_kernel(arrivals, n_total, n_eff, ctab, f_tab, h_tab, s_q, params, cou
         rho = min(a / mu, rho_max)
         x = rho / rho_max * (n_c - 1)
         ic = min(int(x), n_c - 2)
-        c0 = _ctab_at(ctab, n_eff, rho_max, ic)
-        c_wait = c0 + (_ctab_at(ctab, n_eff, rho_max, ic + 1) - c0) * (x - ic)
+        c0, c1 = ctab[ic], ctab[ic + 1]
+        if c0 != c0:  # NaN: not computed yet (the table is filled lazily)
+            c0 = _erlang_c_point(n_eff, rho_max * ic / (n_c - 1))
+            ctab[ic] = c0
+        if c1 != c1:
+            c1 = _erlang_c_point(n_eff, rho_max * (ic + 1) / (n_c - 1))
+            ctab[ic + 1] = c1
+        c_wait = c0 + (c1 - c0) * (x - ic)
         theta = scv_factor * mean_s / (n_eff * (1.0 - rho))
-        # where theta falls on the H table's grid: the same for every delay of this step
-        fz = (math.log(theta / slo) - _LOG_Z0) / dz
-        fz = min(max(fz, 0.0), n_z - 1.000001)
-        k = int(fz)
-        v = fz - k
-        if pend > 0.0:  # held arrivals: at the head of the backlog from now on
-            d = clock - pend_t / pend + (b - 0.5 * pend) / mu
-            waitsum, within = _account(pend, d, c_wait, theta, slo, f_tab, h_tab, k, v, n_y,
-                                       waitsum, within)
-            g = _sample(pend, d, d, c_wait, theta, s_q, n_q, n_samples, counts, g)
-            pend = 0.0
-            pend_t = 0.0
+        # where theta falls on the H table's grid: the same for every delay of this step, and
+        # read only when some requests wait (C > 0; with thousands of slots C is often 0)
+        k, v = 0, 0.0
+        if c_wait > 0.0:
+            fz = (math.log(theta / slo) - _LOG_Z0) / dz
+            fz = min(max(fz, 0.0), n_z - 1.000001)
+            k = int(fz)
+            v = fz - k
+        held = pend > 0.0  # held arrivals: at the head of the backlog from now on
+        d_held = clock - pend_t / pend + (b - 0.5 * pend) / mu if held else 0.0
         b1 = max(0.0, b + a - mu)
-        if b <= 0.0 and a <= mu:
-            waitsum, within = _account(a, 0.0, c_wait, theta, slo, f_tab, h_tab, k, v, n_y,
-                                       waitsum, within)
-            d_lo, d_hi = 0.0, 0.0
-        else:
-            for j in range(_SUBSTEPS):
-                bt = max(0.0, b + (a - mu) * (j + 0.5) / _SUBSTEPS)
-                waitsum, within = _account(a / _SUBSTEPS, bt / mu, c_wait, theta, slo, f_tab,
-                                           h_tab, k, v, n_y, waitsum, within)
+        queued = not (b <= 0.0 and a <= mu)
+        # accounting, part 0: the held arrivals; parts 1..: this step's, in 4 sub-steps when
+        # a backlog moves during it (wait sum, within-SLO mass)
+        for part in range(0 if held else 1, _SUBSTEPS + 1 if queued else 2):
+            if part == 0:
+                weight, d = pend, d_held
+            elif queued:
+                weight = a / _SUBSTEPS
+                d = max(0.0, b + (a - mu) * (part - 0.5) / _SUBSTEPS) / mu
+            else:
+                weight, d = a, 0.0
+            waitsum += weight * (d + c_wait * theta)
+            y = slo - d
+            if y >= 0.0:
+                fy = y / slo * (n_y - 1)
+                j = min(int(fy), n_y - 2)
+                w = fy - j
+                f = f_tab[j] * (1.0 - w) + f_tab[j + 1] * w
+                if c_wait > 0.0:
+                    h = (h_tab[k, j] * (1.0 - w) + h_tab[k, j + 1] * w) * (1.0 - v) + (
+                        h_tab[k + 1, j] * (1.0 - w) + h_tab[k + 1, j + 1] * w
+                    ) * v
+                    f -= c_wait * h
+                if f > 0.0:
+                    within += weight * f
+        if queued:
             d_lo, d_hi = b / mu, b1 / mu
             under += 1.0
-        if a > 0.0:
-            g = _sample(a, d_lo, d_hi, c_wait, theta, s_q, n_q, n_samples, counts, g)
+        else:
+            d_lo, d_hi = 0.0, 0.0
+        # latency samples, the held arrivals' then this step's: n_samples quasi-random
+        # d + W + S each, weighing weight / n_samples (the accounting above touches none of
+        # this, so its order relative to it does not matter)
+        for part in range(0 if held else 1, 2 if a > 0.0 else 1):
+            if n_samples <= 0:
+                break
+            if part == 0:
+                weight, lo, hi = pend, d_held, d_held
+            else:
+                weight, lo, hi = a, d_lo, d_hi
+            each = weight / n_samples
+            for s in range(n_samples):
+                g += 1.0
+                u1 = 0.5 + g * 0.7548776662466927  # R2 low-discrepancy sequence
+                u1 -= math.floor(u1)
+                u2 = 0.5 + g * 0.5698402909980532
+                u2 -= math.floor(u2)
+                lat = lo + (hi - lo) * ((s + 0.5) / n_samples)
+                if u1 > 1.0 - c_wait:
+                    lat += theta * math.log(c_wait / (1.0 - u1))
+                lat += s_q[min(int(u2 * n_q), n_q - 1)]
+                counts[_histogram_bin(lat)] += each
+        if held:
+            pend = 0.0
+            pend_t = 0.0
         served = b + a - b1
         served_sum += served
         busy += served * mean_s
@@ -126,6 +180,15 @@ def _fluid_kernel(arrivals, n_total, n_eff, ctab, f_tab, h_tab, s_q, params, cou
     state[_B], state[_ARR], state[_WITHIN], state[_BUSY] = b, arr, within, busy
     state[_WAITSUM], state[_SERVED], state[_G] = waitsum, served_sum, g
     state[_PEND], state[_PEND_T], state[_CLOCK], state[_UNDER] = pend, pend_t, clock, under
+
+
+@njit(cache=True, inline="always")
+def _histogram_bin(lat):
+    """The latency histogram's bin of a latency (s): log-spaced, bin 0 for <= 0."""
+    if lat <= 0.0:
+        return 0
+    idx = int(math.floor((math.log10(lat) - _LOG_LOW) * BINS_PER_DECADE)) + 1
+    return min(max(idx, 0), N_BINS - 1)
 
 
 @njit(cache=True)
@@ -139,55 +202,6 @@ def _fluid_runs(arrivals, run_end, run_total, run_eff, run_row, ctab2d, f_tab, h
         _fluid_kernel(arrivals[i0:i1], run_total[r], run_eff[r], ctab2d[run_row[r]], f_tab,
                       h_tab, s_q, params, counts, state)
         i0 = i1
-
-
-@njit(cache=True, inline="always")
-def _account(weight, d, c_wait, theta, slo, f_tab, h_tab, k, v, n_y, waitsum, within):
-    """Add `weight` arrivals delayed d by the backlog: (wait sum, within-SLO mass) after them.
-    k, v: theta's row on the H table and the weight of the next row."""
-    waitsum += weight * (d + c_wait * theta)
-    y = slo - d
-    if y < 0.0:
-        return waitsum, within
-    fy = y / slo * (n_y - 1)
-    j = min(int(fy), n_y - 2)
-    w = fy - j
-    f = f_tab[j] * (1.0 - w) + f_tab[j + 1] * w
-    if c_wait > 0.0:
-        h = (h_tab[k, j] * (1.0 - w) + h_tab[k, j + 1] * w) * (1.0 - v) + (
-            h_tab[k + 1, j] * (1.0 - w) + h_tab[k + 1, j + 1] * w
-        ) * v
-        f -= c_wait * h
-    if f > 0.0:
-        within += weight * f
-    return waitsum, within
-
-
-@njit(cache=True, inline="always")
-def _sample(weight, d_lo, d_hi, c_wait, theta, s_q, n_q, n_samples, counts, g):
-    """Add n_samples quasi-random latency samples d + W + S, each weighing weight / n_samples;
-    return the sequence's position after them."""
-    if n_samples <= 0:
-        return g
-    each = weight / n_samples
-    for j in range(n_samples):
-        g += 1.0
-        u1 = 0.5 + g * 0.7548776662466927  # R2 low-discrepancy sequence
-        u1 -= math.floor(u1)
-        u2 = 0.5 + g * 0.5698402909980532
-        u2 -= math.floor(u2)
-        t = (j + 0.5) / n_samples
-        lat = d_lo + (d_hi - d_lo) * t
-        if u1 > 1.0 - c_wait:
-            lat += theta * math.log(c_wait / (1.0 - u1))
-        lat += s_q[min(int(u2 * n_q), n_q - 1)]
-        if lat <= 0.0:
-            idx = 0
-        else:
-            idx = int(math.floor((math.log10(lat) - _LOG_LOW) * BINS_PER_DECADE)) + 1
-            idx = min(max(idx, 0), N_BINS - 1)
-        counts[idx] += each
-    return g
 
 
 _RECURSION_MAX_SERVERS = 64  # up to here the O(servers) recursion is as cheap as the tail sum
@@ -204,9 +218,10 @@ def _erlang_c_point(servers, rho):
     evaluated in O(1) (Loader's saddle point form: no cancellation of large logarithms), and
     the tail sum stops once its terms are negligible: O(sqrt(servers)) terms when rho is near
     1, a few when it is small, where the O(servers) recursion 1/B_k = 1 + k/A * 1/B_(k-1)
-    costs a millisecond per entry at 10,000 servers. Relative difference to the recursion:
-    a few 1e-12 (tests/test_sim_fluid.py). Small counts and rho >= 1 keep the recursion.
-    1/B > 1e300 (C below ~1e-300) gives 0, as the recursion does."""
+    costs ~20 us per entry at 10,000 servers (a first LLM replay filled ~10^5 entries).
+    Relative difference to the recursion: a few 1e-12 (tests/test_sim_fluid.py). Small
+    counts and rho >= 1 keep the recursion. 1/B > 1e300 (C below ~1e-300) gives 0, as the
+    recursion does."""
     if rho <= 0.0:
         return 0.0
     if servers <= _RECURSION_MAX_SERVERS or rho >= 1.0:
@@ -289,7 +304,7 @@ def _ctab_at(ctab, servers, rho_max, i):
     return v
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _trial(n, block, slots, pooled, ctab2d, f_tab, h_tab, s_q, params, state, scratch, trial,
            arrivals, min_share, max_miss):
     """Run one interval with n replicas on a copy of the state; True if it meets the SLO."""
@@ -389,7 +404,7 @@ def erlang_c_table(servers: int, rho_max: float, points: int = 2049) -> np.ndarr
     """P(wait > 0) in M/M/servers on a utilization grid over [0, rho_max], filled lazily.
 
     Entries are NaN until the kernel first needs them: a table for thousands of servers costs
-    O(servers) per entry, and a replay only ever visits a small part of the grid.
+    up to O(sqrt(servers)) per entry, and a replay only ever visits a small part of the grid.
     """
     return np.full(points, np.nan)
 
@@ -401,7 +416,7 @@ _CTAB_CACHE_ROWS = 1024  # 16 KB each
 def _shared_ctab(servers: int, rho_max: float) -> np.ndarray:
     """The lazily filled Erlang C table of this server count, shared by every fluid model of the
     process: an entry is a pure function of (servers, rho_max, index), so whoever filled it
-    first (the oracle's search, an earlier replay) spares the others its O(servers) cost."""
+    first (the oracle's search, an earlier replay) spares the others its cost."""
     key = (int(servers), float(rho_max))
     tab = _CTAB_ROWS.get(key)
     if tab is None:

@@ -24,7 +24,7 @@ import numpy as np
 from forecasting.types import Series
 from policies.hpa import HPAConfig, HPAPolicy, hpa_desired
 from policies.lead_time import LeadTimeRule
-from policies.oracle import plan_pods
+from policies.oracle import PlannedPod, plan_arrays
 from policies.predictive import (
     BESIDE_HPA_TARGET_UTILIZATION,
     PredictiveConfig,
@@ -350,14 +350,15 @@ class Replay:
         self._trace_t = ticks
         self._trace = np.column_stack([ready, total, demand, np.zeros(ticks.size)])
 
-    def _oracle_plan(self) -> list[Any]:
+    def _oracle_plan(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The oracle's pods as (created_s, ready_s, deleted_s) arrays, in creation order."""
         cfg = self.cfg
         need = self._oracle_need
         assert need is not None
         runs = int(need[0]) + int(np.maximum(np.diff(need), 0).sum())  # pods the plan starts
         draws = self.profile.sample_cold_start_s(
             np.random.default_rng(cold_start_seed(cfg.seed)), runs + 16)
-        return plan_pods(need, cfg.tick_s, cfg.start_s, draws)
+        return plan_arrays(need, cfg.tick_s, cfg.start_s, draws)
 
     def _planned_oracle_pods(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """What _schedule_oracle's events do to the cluster (without pod failures), computed
@@ -367,9 +368,7 @@ class Replay:
         start), becomes ready at its ready time (always before its deletion), and is deleted."""
         cfg, cluster = self.cfg, self.cluster
         start, end = cfg.start_s, cfg.end_s
-        plan = self._oracle_plan()
-        planned = np.array([(p.created_s, p.ready_s, p.deleted_s) for p in plan],
-                           dtype=float).reshape(-1, 3)
+        planned = np.column_stack(self._oracle_plan())
         created = np.maximum(planned[:, 0], start)
         warm = planned[:, 1] <= start
         exists = created < end
@@ -401,11 +400,11 @@ class Replay:
 
     def _schedule_oracle(self) -> None:
         cfg = self.cfg
-        for planned in self._oracle_plan():
+        for planned in map(PlannedPod, *(a.tolist() for a in self._oracle_plan())):
             created = max(planned.created_s, cfg.start_s)
             self.engine.schedule(created, self._oracle_start, created, planned)
 
-    def _oracle_start(self, created_s: float, planned: Any) -> None:
+    def _oracle_start(self, created_s: float, planned: PlannedPod) -> None:
         if planned.ready_s <= self.cfg.start_s:
             self.cluster.start_ready(1, created_s)
             pod = self.cluster.pods[-1]

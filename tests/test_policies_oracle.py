@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from policies.oracle import PlannedPod, plan_pods, planned_replica_seconds
+from policies.oracle import PlannedPod, plan_arrays, plan_pods, planned_replica_seconds
 
 
 @pytest.mark.parametrize(
@@ -53,3 +55,47 @@ def test_cost_never_above_restart_everything() -> None:
 def test_too_few_cold_starts_is_an_error() -> None:
     with pytest.raises(ValueError, match="too short"):
         plan_pods(np.array([0, 1, 0, 0, 0, 1]), 10.0, 0.0, np.array([1.0]))
+
+
+def plan_replica_by_replica(need, interval_s, start_s, colds):
+    """The plan's rule spelled out one replica and one run at a time (the reference)."""
+    end_s = start_s + len(need) * interval_s
+    draws, pods = iter(colds), []
+    for replica in range(1, max(need, default=0) + 1):
+        current = None
+        i = 0
+        while i < len(need):
+            if need[i] < replica:
+                i += 1
+                continue
+            i0 = i
+            while i < len(need) and need[i] >= replica:
+                i += 1
+            run_start, run_end = start_s + i0 * interval_s, start_s + i * interval_s
+            if i0 == 0:
+                current = [start_s, start_s, run_end]
+                continue
+            cold = next(draws)
+            if current is not None and run_start - current[2] < cold:
+                current[2] = run_end
+                continue
+            if current is not None:
+                pods.append(tuple(current))
+            current = [run_start - cold, run_start, run_end]
+        if current is not None:
+            pods.append((current[0], current[1], min(current[2], end_s)))
+    return sorted(pods, key=lambda p: (p[0], p[1]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(need=st.lists(st.integers(0, 6), max_size=60),
+       colds=st.lists(st.floats(0.0, 120.0), min_size=200, max_size=200),
+       interval_s=st.sampled_from([1.0, 7.3, 15.0]), start_s=st.floats(0.0, 1e6))
+def test_plan_equals_the_rule_replica_by_replica(need, colds, interval_s, start_s):
+    """All replicas at once (plan_arrays) gives the very pods, times and order of the rule."""
+    created, ready, deleted = plan_arrays(np.array(need, dtype=np.int64), interval_s, start_s,
+                                          np.array(colds))
+    got = list(zip(created.tolist(), ready.tolist(), deleted.tolist(), strict=True))
+    assert got == plan_replica_by_replica(need, interval_s, start_s, colds)
+    assert [(p.created_s, p.ready_s, p.deleted_s) for p in plan_pods(
+        np.array(need, dtype=np.int64), interval_s, start_s, np.array(colds))] == got

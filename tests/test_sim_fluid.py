@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from decimal import Decimal, getcontext
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from simulator.fluid import FluidServer
+from simulator.fluid import FluidServer, _erlang_c_point, _erlang_c_recursion
 from simulator.serving import RequestServer
 
 
@@ -158,3 +161,80 @@ def test_arrivals_wait_behind_the_backlog_growing_within_the_step():
     n = REPLICAS * SLOTS
     stationary = erlang_c(n, 0.98 * n) * MEAN_S / (n * (1 - 0.98))
     assert server.mean_wait_s == pytest.approx(0.25 + stationary, rel=0.01)
+
+
+# -- the one Erlang C evaluation (fluid._erlang_c_point): O(sqrt(servers)) above 64 servers ----
+def erlang_c_decimal(servers: int, rho: float, digits: int = 50) -> float:
+    """Erlang C to `digits` digits: 1/B = sum_j prod_{i<j} (servers - i) / A, in decimals."""
+    getcontext().prec = digits
+    a = Decimal(rho) * servers
+    inv_b, term = Decimal(0), Decimal(1)
+    for j in range(servers + 1):
+        inv_b += term
+        term = term * (servers - j) / a
+    r = Decimal(rho)
+    return float(1 / (inv_b * (1 - r) + r))
+
+
+@pytest.mark.parametrize(
+    ("servers", "offered_erlangs", "expected", "tol"),
+    [
+        pytest.param(1, 0.5, 0.5, 1e-15, id="mm1-wait-probability-is-rho"),
+        pytest.param(2, 1.0, 1.0 / 3.0, 1e-15, id="c2-a1-one-third"),
+        pytest.param(10, 8.0, 0.4092, 1e-4, id="c10-a8-textbook"),
+        pytest.param(20, 15.0, 0.1604, 1e-4, id="c20-a15-textbook"),
+    ],
+)
+def test_erlang_c_textbook_values(servers, offered_erlangs, expected, tol):
+    assert _erlang_c_point(servers, offered_erlangs / servers) == pytest.approx(expected, abs=tol)
+
+
+@pytest.mark.parametrize(
+    ("servers", "rho"),
+    [
+        pytest.param(65, 0.98, id="first-count-past-the-recursion"),
+        pytest.param(100, 0.9, id="c100-rho0.9"),
+        pytest.param(1000, 0.98, id="c1000-near-saturation"),
+        pytest.param(3200, 0.75, id="c3200-mid"),
+        pytest.param(10_272, 0.95, id="llm-7b-321-replicas"),
+        pytest.param(10_000, 0.6, id="c10000-tiny-wait-probability"),
+    ],
+)
+def test_erlang_c_matches_fifty_digit_arithmetic(servers, rho):
+    want = erlang_c_decimal(servers, rho)
+    assert _erlang_c_point(servers, rho) == pytest.approx(want, rel=1e-10, abs=1e-300)
+
+
+@pytest.mark.parametrize("servers", [1, 7, 32, 64, 65, 97, 320, 1000, 3200, 6400, 10_272, 40_000])
+def test_erlang_c_matches_the_exact_recursion_on_the_table_grid(servers):
+    """The whole table grid of the fluid model (2049 points up to 0.98): relative error <= 1e-10
+    where the recursion's value is a normal float; both 0 where it overflows to 0."""
+    rho_max, last = 0.98, 2048
+    for i in range(last + 1):
+        rho = rho_max * i / last
+        want = _erlang_c_recursion(servers, rho) if rho > 0 else 0.0
+        got = _erlang_c_point(servers, rho)
+        if want < 1e-290:
+            assert got < 1e-280, (servers, i)
+        else:
+            assert abs(got - want) <= 1e-10 * want, (servers, i, got, want)
+
+
+@pytest.mark.parametrize("servers", [70, 320, 2000])
+def test_erlang_c_matches_the_erlang_b_recursion_of_the_theory_tests(servers):
+    """An independent form (B_k = A B_(k-1) / (k + A B_(k-1)), pure Python) on a coarser grid."""
+    for rho in np.linspace(0.3, 0.999, 60):
+        want = erlang_c(servers, rho * servers)
+        if want > 1e-290:
+            assert _erlang_c_point(servers, float(rho)) == pytest.approx(want, rel=1e-10)
+
+
+@settings(max_examples=300, deadline=None)
+@given(servers=st.integers(1, 30_000), rho=st.floats(1e-6, 0.9999))
+def test_erlang_c_agrees_with_the_recursion_everywhere(servers, rho):
+    want, got = _erlang_c_recursion(servers, rho), _erlang_c_point(servers, rho)
+    assert 0.0 <= got <= 1.0
+    if want < 1e-290:
+        assert got < 1e-280
+    else:
+        assert abs(got - want) <= 1e-10 * want
