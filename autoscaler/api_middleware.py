@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect",
-                        "/redoc", "/openapi.json"})
+                        "/openapi.json"})
+OPEN_PREFIX = "/docs/assets/"  # Swagger UI's own script and style (autoscaler/api_docs.py)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -48,7 +49,7 @@ async def send_json(send: Send, status: int, body: Any,
 
 def scope_of(method: str, path: str) -> str | None:
     """The scope a request needs: None (open), "read" or "write"."""
-    if path in OPEN_PATHS and method in ("GET", "HEAD"):
+    if (path in OPEN_PATHS or path.startswith(OPEN_PREFIX)) and method in ("GET", "HEAD"):
         return None
     if method in ("GET", "HEAD") or (method == "POST" and path.rstrip("/").endswith("/whatif")):
         return "read"

@@ -69,10 +69,12 @@ def metrics_text(service: ServiceDep) -> Response:
 def create_app(service: Service) -> FastAPI:
     """The API serving `service` (which the caller starts and stops)."""
     from autoscaler.api import install  # the API's routers import ServiceDep from here
+    from autoscaler.api_docs import install_docs
 
-    app = FastAPI(title="predictive-autoscaler", version="0.1.0",
+    app = FastAPI(title="predictive-autoscaler", version="0.1.0", docs_url=None, redoc_url=None,
                   description="Inspect, explain, what-if, tune and persist the predictive "
                               "autoscaler's per-target policies.")
+    install_docs(app)
     app.state.service = service
     app.include_router(health)
     app.include_router(metrics)

@@ -6,6 +6,7 @@ FastAPI's TestClient. Policies live in files under the test's state directory.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from datetime import UTC, datetime
@@ -441,3 +442,18 @@ def test_pause_and_resume(client, service) -> None:
     assert [h["action"] for h in history] == ["pause", "resume"]  # no entry for the repeat
     # pause changes no policy field, so the policy document is still the defaults'.
     assert client.get(f"{DEMO}/policy", headers=R).json()["min_replicas"] == 1
+
+
+def test_swagger_ui_is_served_from_this_process_not_a_cdn(client) -> None:
+    """Clusters without internet egress still get /docs: its script and style come from here,
+    with no token, and nothing is loaded from elsewhere."""
+    page = client.get("/docs")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    urls = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text)
+    urls += re.findall(r"""url: ['"]([^'"]+)['"]""", page.text)
+    assert urls and all(u.startswith("/") for u in urls), urls
+    for asset in ("/docs/assets/swagger-ui-bundle.js", "/docs/assets/swagger-ui.css"):
+        r = client.get(asset)
+        assert r.status_code == 200 and len(r.content) > 10_000, asset
+    assert client.get("/docs/assets/../targets").status_code in (400, 401, 404)  # no way round
+    assert client.get("/redoc", headers=R).status_code == 404  # ReDoc (CDN only) not served
