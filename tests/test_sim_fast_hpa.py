@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from policies.hpa import DEFAULT_SCALE_DOWN, DEFAULT_SCALE_UP, HPABehavior, HPAScalingRules
 from policies.registry import PolicySpec
 from policies.stabilization import ScalingPolicy
-from simulator import fluid
+from simulator import erlang
 from simulator.compare import default_max_replicas
 from simulator.profiles import load_profile
 from simulator.replay import Replay, ReplayConfig
@@ -91,9 +91,9 @@ def compiled_and_events(view: WorkloadView, spec: PolicySpec, **kw: Any
                         ) -> tuple[PolicyResult, PolicyResult]:
     # each path fills its own Erlang C entries (the process shares them): the compiled one
     # computes them ahead, and a wrong one must not reach the reference through the cache
-    fluid._CTAB_ROWS.clear()
+    erlang._CTAB_ROWS.clear()
     fast, fast_rp, fast_ticks = replay(view, spec, True, **kw)
-    fluid._CTAB_ROWS.clear()
+    erlang._CTAB_ROWS.clear()
     slow, slow_rp, slow_ticks = replay(view, spec, False, **kw)
     assert fast_ticks.calls == 1, "the compiled replay did not run"
     assert slow_ticks.calls == slow.t_s.size > 1
@@ -101,7 +101,8 @@ def compiled_and_events(view: WorkloadView, spec: PolicySpec, **kw: Any
         assert_same(fast, slow)
     except AssertionError as exc:
         raise AssertionError(f"{exc}: the compiled hpa replay differs (after an edit of "
-                             "simulator/fluid.py, delete simulator/__pycache__/fast_hpa.*: "
+                             "simulator/fluid.py, erlang.py or fast_hpa_rule.py, delete "
+                             "simulator/__pycache__/*.nb*: "
                              "numba's cache does not see other files)") from exc
     # the Replay is left as the event path leaves it
     assert fast_rp.cluster.cold_starts_s == slow_rp.cluster.cold_starts_s

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.fluid import FluidServer, _erlang_c_point, _erlang_c_recursion
+from simulator.erlang import _erlang_c_point, _erlang_c_recursion
+from simulator.fluid import FluidServer
 from simulator.serving import RequestServer
 
 
@@ -163,7 +164,7 @@ def test_arrivals_wait_behind_the_backlog_growing_within_the_step():
     assert server.mean_wait_s == pytest.approx(0.25 + stationary, rel=0.01)
 
 
-# -- the one Erlang C evaluation (fluid._erlang_c_point): O(sqrt(servers)) above 64 servers ----
+# -- the one Erlang C evaluation (erlang._erlang_c_point): O(sqrt(servers)) above 64 servers ----
 def erlang_c_decimal(servers: int, rho: float, digits: int = 50) -> float:
     """Erlang C to `digits` digits: 1/B = sum_j prod_{i<j} (servers - i) / A, in decimals."""
     getcontext().prec = digits
