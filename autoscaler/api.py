@@ -39,9 +39,9 @@ from autoscaler.api_models import (
 )
 from autoscaler.app import ServiceDep
 from autoscaler.errors import AutoscalerError
-from autoscaler.loop import TargetKey, TargetState
 from autoscaler.record import parse_duration_s, parse_time_s
 from autoscaler.service import Service
+from autoscaler.target_state import TargetKey, TargetState
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from autoscaler.loop import DecisionRecord, TargetState
+from autoscaler.target_state import DecisionRecord, TargetState
 from forecasting.types import Forecast
 
 

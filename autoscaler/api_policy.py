@@ -37,7 +37,6 @@ from autoscaler.api import (
 )
 from autoscaler.api_models import PolicyHistory, Problem, TargetView
 from autoscaler.app import ServiceDep
-from autoscaler.loop import TargetKey
 from autoscaler.policy_doc import (
     PolicyInvalid,
     apply_document,
@@ -50,6 +49,7 @@ from autoscaler.policy_doc import (
 from autoscaler.policy_store import PolicyChange, PreconditionFailed, StoredPolicy, utc_stamp
 from autoscaler.policy_sync import effective
 from autoscaler.service import Service
+from autoscaler.target_state import TargetKey
 
 log = logging.getLogger(__name__)
 

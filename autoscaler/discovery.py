@@ -47,8 +47,9 @@ from autoscaler.kube_actuator import (
     call_api,
     event_body,
 )
-from autoscaler.loop import Controller, TargetKey, key_of
+from autoscaler.loop import Controller
 from autoscaler.settings import Settings, TargetConfig, TargetSettings
+from autoscaler.target_state import TargetKey, key_of
 
 log = logging.getLogger(__name__)
 

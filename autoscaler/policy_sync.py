@@ -25,10 +25,11 @@ from typing import Any
 
 from autoscaler.errors import AutoscalerError
 from autoscaler.kube_actuator import call_api, event_body
-from autoscaler.loop import Controller, TargetKey
+from autoscaler.loop import Controller
 from autoscaler.policy_doc import PolicyInvalid, apply_document, document_of
 from autoscaler.policy_store import PolicyChange, PolicyStore, StoredPolicy, differing_fields
 from autoscaler.settings import TargetConfig
+from autoscaler.target_state import TargetKey
 
 log = logging.getLogger(__name__)
 

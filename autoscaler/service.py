@@ -46,10 +46,11 @@ from autoscaler.errors import ConfigError
 from autoscaler.kube_actuator import KubeActuator
 from autoscaler.lead_time import LeadTimeTracker
 from autoscaler.leader import LeaderElector
-from autoscaler.loop import ClusterReader, Controller, TargetKey
+from autoscaler.loop import ClusterReader, Controller
 from autoscaler.metrics import ControllerMetrics
 from autoscaler.prometheus_source import PrometheusSource
 from autoscaler.settings import Settings
+from autoscaler.target_state import TargetKey
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +270,8 @@ def build_service(settings: Settings, *, standalone: bool = False,
     SubjectAccessReview. insecure_no_auth: no API authentication at all.
     Raises ConfigError when the API would have no way to authenticate anyone."""
     from autoscaler.auth import authenticator_for
-    from autoscaler.policy_store import ConfigMapPolicyStore, FilePolicyStore
+    from autoscaler.policy_store import FilePolicyStore
+    from autoscaler.policy_store_kube import ConfigMapPolicyStore
     from autoscaler.policy_sync import KubePolicyEvents, PolicySync
     from autoscaler.whatif import WhatIfJobs
 

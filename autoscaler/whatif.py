@@ -158,7 +158,8 @@ def whatif_spec_for(target_config: TargetConfig, settings: Settings,
                     fidelity: str | None = None) -> WhatIfSpec:
     """The spec of a what-if on `target_config` ending at `until_s` (epoch s, aligned down to
     the history step). Warmup = settings.history.days, capped at MAX_WARMUP_S."""
-    from autoscaler.loop import queries_for  # the loop's own PromQL, so the two cannot drift
+    # the loop's own PromQL, so the two cannot drift
+    from autoscaler.target_state import queries_for
 
     step_s = max(1, round(settings.history.step_s))
     window = int(math.ceil(window_s / step_s)) * step_s

@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from autoscaler import policy_store as ps  # noqa: E402
+from autoscaler import policy_store_kube as psk  # noqa: E402
 from autoscaler.policy_sync import PolicySync  # noqa: E402
 from benchmarks.bench_controller import make_controller  # noqa: E402
 from benchmarks.common import Scoreboard, machine_line, print_table  # noqa: E402
@@ -100,11 +101,11 @@ def seed_configmaps(server: KubeServer, n: int, h: int) -> None:
         changes, doc = history(i, h)
         server.store.create(rtype, {
             "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": ps.configmap_name(namespace, name), "namespace": NAMESPACE,
-                         "labels": {"app.kubernetes.io/managed-by": ps.MANAGED_BY,
-                                    ps.POLICY_LABEL: "true"},
-                         "annotations": {ps.TARGET_NAMESPACE_ANNOTATION: namespace,
-                                         ps.TARGET_NAME_ANNOTATION: name}},
+            "metadata": {"name": psk.configmap_name(namespace, name), "namespace": NAMESPACE,
+                         "labels": {"app.kubernetes.io/managed-by": psk.MANAGED_BY,
+                                    psk.POLICY_LABEL: "true"},
+                         "annotations": {psk.TARGET_NAMESPACE_ANNOTATION: namespace,
+                                         psk.TARGET_NAME_ANNOTATION: name}},
             "data": {"policy.json": json.dumps(doc, sort_keys=True),
                      "history.json": json.dumps([c.to_json() for c in changes]),
                      "paused": "false"}}, seed=True)
@@ -113,7 +114,7 @@ def seed_configmaps(server: KubeServer, n: int, h: int) -> None:
 def list_bytes(server: KubeServer) -> int:
     """Bytes of one LIST as the store sends it (label selector), over real HTTP."""
     url = (f"{server.url}/api/v1/namespaces/{NAMESPACE}/configmaps?labelSelector="
-           f"{ps.POLICY_LABEL}%3Dtrue")
+           f"{psk.POLICY_LABEL}%3Dtrue")
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {CONTROLLER_TOKEN}"})
     with urllib.request.urlopen(req) as r:
         return len(r.read())
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         seed_configmaps(server, n, h)
         size = list_bytes(server)
         api_client = server.client(CONTROLLER_TOKEN)
-        store = ps.ConfigMapPolicyStore(api_client, NAMESPACE)
+        store = psk.ConfigMapPolicyStore(api_client, NAMESPACE)
         try:
             first_s, idle_s, sync_s, idle_sync_s = time_store(store, n, args.ticks)
         finally:

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from autoscaler.app import create_app
-from autoscaler.policy_store import POLICY_LABEL
+from autoscaler.policy_store_kube import POLICY_LABEL
 from autoscaler.service import build_service
 from autoscaler.settings import Settings
 from tests.kubeserver.rbac import UserInfo

@@ -19,10 +19,11 @@ import numpy as np
 import pytest
 
 from autoscaler.kube_actuator import USER_MIN_ANNOTATION, KubeActuator
-from autoscaler.loop import ClusterReader, Controller, key_of
+from autoscaler.loop import ClusterReader, Controller
 from autoscaler.metrics import ControllerMetrics
 from autoscaler.prometheus_source import PrometheusSource
 from autoscaler.settings import Settings
+from autoscaler.target_state import key_of
 from tests.kubeserver.seeding import hpa, pod, seed, seed_deployment_with_pods
 
 DAY_S = 86_400

@@ -21,14 +21,13 @@ from autoscaler.errors import ActuationError
 from autoscaler.policy_doc import validate_document
 from autoscaler.policy_store import (
     HISTORY_LIMIT,
-    ConfigMapPolicyStore,
     FilePolicyStore,
     PolicyChange,
     PreconditionFailed,
     StoredPolicy,
-    configmap_name,
     policy_store_for,
 )
+from autoscaler.policy_store_kube import ConfigMapPolicyStore, configmap_name
 from autoscaler.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

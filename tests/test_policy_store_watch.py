@@ -19,13 +19,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from autoscaler.policy_store import (
-    ConfigMapPolicyStore,
-    FilePolicyStore,
-    PolicyChange,
-    compact_change,
-    configmap_name,
-)
+from autoscaler.policy_store import FilePolicyStore, PolicyChange, compact_change
+from autoscaler.policy_store_kube import ConfigMapPolicyStore, configmap_name
 from tests.kubeserver import ADMIN_TOKEN, CONTROLLER_TOKEN, DEFAULT_RBAC_PATH, KubeServer
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -16,11 +16,8 @@ from autoscaler.kube_actuator import USER_MIN_ANNOTATION, KubeActuator
 from autoscaler.loop import ClusterReader, Controller
 from autoscaler.metrics import ControllerMetrics
 from autoscaler.policy_doc import document_of, validate_document
-from autoscaler.policy_store import (
-    ConfigMapPolicyStore,
-    FilePolicyStore,
-    PolicyChange,
-)
+from autoscaler.policy_store import FilePolicyStore, PolicyChange
+from autoscaler.policy_store_kube import ConfigMapPolicyStore
 from autoscaler.policy_sync import KubePolicyEvents, PolicySync, effective
 from autoscaler.prometheus_source import PrometheusSource
 from autoscaler.settings import Settings
