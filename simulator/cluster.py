@@ -119,6 +119,26 @@ class Cluster:
             self.billed_pod_s += end_s - pod.created_s
         self._record(end_s)
 
+    def next_cold_start_s(self) -> float:
+        """The next draw of the cluster's cold-start stream (the one scale_to and failures
+        take), for a caller that creates the pods itself and then hands them over (``adopt``)."""
+        return self._cold_start_s()
+
+    def adopt(self, pods: list[Pod], timeline: list[tuple[float, int, int]], spec_replicas: int,
+              billed_pod_s: float, cold_starts_s: list[float], scale_events: int,
+              pods_created: int) -> None:
+        """Take over the state a replay computed outside the engine: the live pods (creation
+        order), the timeline of changes and the counters; pod ids continue after
+        pods_created, and the ready pods' ready times are derived from the pods."""
+        self.pods = pods
+        self.timeline = timeline
+        self.spec_replicas = spec_replicas
+        self.billed_pod_s = billed_pod_s
+        self.cold_starts_s = cold_starts_s
+        self.scale_events = scale_events
+        self.pods_created = self._next_pid = pods_created
+        self._ready_times = sorted(p.ready_at_s for p in pods if p.ready)
+
     # -- internals -------------------------------------------------------------------------
     def _new_pod(self, created_s: float, ready_at_s: float) -> Pod:
         pod = Pod(self._next_pid, created_s, ready_at_s)

@@ -268,7 +268,7 @@ def applies(replay: Replay) -> bool:
     cfg, hpa = replay.cfg, replay.hpa_cfg
     return (replay.compiled_hpa and cfg.fidelity == "fast"
             and replay.spec.name == "hpa" and hpa is not None and replay.predictive is None
-            and replay._oracle_need is None and cfg.pod_mtbf_s is None
+            and not replay.is_oracle and cfg.pod_mtbf_s is None
             and replay.decisions is None and isinstance(replay.serving, FastServing)
             and hpa.target_utilization is not None and hpa.target_rps_per_replica is None
             and _policies_supported(hpa)
@@ -279,7 +279,7 @@ def applies(replay: Replay) -> bool:
 def _ctab_rows(fluid: FluidServer, hpa: HPAConfig, initial: int) -> int:
     """Erlang C rows the kernel may index: one per ready count up to the most pods there can
     be (pooled routing), else the one row of a single replica's slots."""
-    if not fluid._pooled:
+    if not fluid.pooled:
         return 1
     return max(initial, hpa.max_replicas, hpa.min_replicas) + 1
 
@@ -297,7 +297,7 @@ def run(replay: Replay) -> PolicyResult:
     fluid = serving.fluid
     initial = replay.initial_replicas()
     view.seed_store(store, initial)
-    slots, pooled = fluid.slots_per_replica, fluid._pooled
+    slots, pooled = fluid.slots_per_replica, fluid.pooled
     # one lazily filled Erlang C row per ready count, shared with every fluid model (as
     # FluidServer.step_runs does): entries are pure functions of the row, whoever fills them
     rows = range(_ctab_rows(fluid, replay.hpa_cfg, initial))
@@ -310,69 +310,58 @@ def run(replay: Replay) -> PolicyResult:
             int(round(cfg.pipeline.rate_window_s / cfg.pipeline.scrape_interval_s)))
     # The cluster's own cold-start stream, so the draws are those the event path would take,
     # in the same order; drawn ahead in a block, and more (then a rerun) if the replay needs it.
-    draw = replay.cluster._cold_start_s
+    draw = replay.cluster.next_cold_start_s
     n_ticks = int(math.ceil(cfg.duration_s / cfg.tick_s))
     draws = np.array([draw() for _ in range(max(256, n_ticks // 8))], dtype=np.float64)
     while True:
-        counts, state = fluid.histogram.counts.copy(), fluid._state.copy()
+        state, counts = fluid.state_snapshot()
         s_store = (store.requests.copy(), store.busy_slot_s.copy(), store.ready_pod_s.copy(),
                    np.array([store.count], dtype=np.int64))
         out = _replay(serving.per_s, serving.cum, (cfg.start_s, cfg.end_s), cfg.tick_s,
                       view.capacity_rps_per_replica, slots, pooled, ctab2d,
-                      (fluid._f_tab, fluid._h_tab, fluid._s_q, fluid._params, counts, state),
+                      (*fluid.kernel_inputs(), counts, state),
                       s_store, pipe, initial, draws, hi, hf, pol)
         if out[0]:
             break
         draws = np.concatenate([draws, [draw() for _ in range(draws.size)]])
     for row, tab in enumerate(shared):  # keep what the kernel filled for the next replays
         tab[:] = ctab2d[row]
-    _unpack(replay, out, counts, state, s_store)
-    if replay._progress is not None:
-        replay._progress(cfg.end_s)
-    return replay._result()
+    return _unpack(replay, out, counts, state, s_store)
 
 
 def _unpack(replay: Replay, out: tuple, counts: np.ndarray, state: np.ndarray,
-            s_store: tuple[np.ndarray, ...]) -> None:
-    """Leave the Replay, its cluster, store and serving as the event path leaves them."""
+            s_store: tuple[np.ndarray, ...]) -> PolicyResult:
+    """Leave the Replay, its cluster, store and serving as the event path leaves them, and
+    return the Replay's result."""
     (_, n_ticks, tick, reasons, first_seen, cs, fs, pods, cold_out, tl, under_s,
      arrived_at_tick, last_desired, recs, ev, init) = out
     cfg, serving, store, cluster = replay.cfg, replay.serving, replay.store, replay.cluster
     assert isinstance(serving, FastServing)
-    fluid = serving.fluid
-    fluid.histogram.counts[:] = counts
-    fluid._state[:] = state
-    serving._i = int(cs[_I_STEP])
-    serving.arrived = float(serving.cum[serving._i])
-    serving._ready = int(cs[_N_READY])
-    serving._next_id = int(cs[_N_READY] + cs[_N_COLD])
+    serving.fluid.load_state(state, counts)
+    serving.resume_at(int(cs[_I_STEP]), int(cs[_N_READY]), int(cs[_N_READY] + cs[_N_COLD]))
     store.requests[:], store.busy_slot_s[:], store.ready_pod_s[:] = s_store[:3]
     store.count = int(s_store[3][0])
-    replay._last_t = float(fs[_LAST_T])
-    replay._ready_pod_s = float(fs[_READY_POD_S])
-    replay._under_s = float(under_s)
-    replay._arrivals_at_tick = float(arrived_at_tick)
     replay.engine.now_s = cfg.end_s
     # the cluster: counters, cold starts, timeline and the pods still alive
     created, ready_at, is_ready, _, live, _ = pods
-    cluster.billed_pod_s = float(fs[_BILLED])
-    cluster.cold_starts_s = cold_out[:cs[_N_COLD]].tolist()
-    cluster.scale_events = int(cs[_SCALE_EVENTS])
-    cluster.pods_created = cluster._next_pid = int(cs[_N_PODS])
-    cluster.spec_replicas = int(cs[_SPEC])
     n_tl = int(cs[_N_TL])
-    cluster.timeline = list(zip(tl[0][:n_tl].tolist(), tl[1][:n_tl].tolist(),
-                                tl[2][:n_tl].tolist(), strict=True))
-    cluster.pods = [Pod(int(p), float(created[p]), float(ready_at[p]), bool(is_ready[p]))
-                    for p in live[:cs[_N_LIVE]].tolist()]
-    cluster._ready_times = sorted(p.ready_at_s for p in cluster.pods if p.ready)
-    replay._rid = {p.pid: p.pid for p in cluster.pods if p.ready}
+    pods_alive = [Pod(int(p), float(created[p]), float(ready_at[p]), bool(is_ready[p]))
+                  for p in live[:cs[_N_LIVE]].tolist()]
+    cluster.adopt(pods_alive,
+                  list(zip(tl[0][:n_tl].tolist(), tl[1][:n_tl].tolist(), tl[2][:n_tl].tolist(),
+                           strict=True)),
+                  spec_replicas=int(cs[_SPEC]), billed_pod_s=float(fs[_BILLED]),
+                  cold_starts_s=cold_out[:cs[_N_COLD]].tolist(),
+                  scale_events=int(cs[_SCALE_EVENTS]), pods_created=int(cs[_N_PODS]))
     # the HPA: its reasons in the order they first appeared, its last count and its state
     order = sorted(np.flatnonzero(reasons).tolist(), key=lambda r: first_seen[r])
     replay.reasons.update({REASONS[r]: int(reasons[r]) for r in order})
     replay.hpa_replicas = None if last_desired < 0 else int(last_desired)
     replay.hstate = HPAState(_history(*recs), _history(*ev[:3]), _history(*ev[3:]),
                              bool(init[0]))
-    replay._trace_t = tick[0][:n_ticks].copy()
-    replay._trace = np.column_stack([tick[1][:n_ticks], tick[2][:n_ticks], tick[3][:n_ticks],
-                                     np.zeros(n_ticks)])
+    # the loop's accumulators; a ready pod's serving replica id is its pod id
+    return replay.finish_with(
+        float(fs[_LAST_T]), float(fs[_READY_POD_S]), float(under_s), float(arrived_at_tick),
+        {p.pid: p.pid for p in pods_alive if p.ready}, tick[0][:n_ticks].copy(),
+        np.column_stack([tick[1][:n_ticks], tick[2][:n_ticks], tick[3][:n_ticks],
+                         np.zeros(n_ticks)]))

@@ -420,6 +420,28 @@ class FluidServer:
         return other
 
     @property
+    def pooled(self) -> bool:
+        """Whether the replicas are modelled as one pool ("lor"/"central") rather than as
+        independent queues ("random"): it decides which Erlang C row a step reads."""
+        return self._pooled
+
+    def kernel_inputs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(f_tab, h_tab, s_q, params): the fixed tables and parameters `_fluid_kernel` reads,
+        for a caller that runs the kernel itself; not to be written."""
+        return self._f_tab, self._h_tab, self._s_q, self._params
+
+    def state_snapshot(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of (state, histogram counts), in `_fluid_kernel`'s layout: what a caller
+        that runs the kernel itself starts from, and hands back with ``load_state``."""
+        return self._state.copy(), self.histogram.counts.copy()
+
+    def load_state(self, state: np.ndarray, counts: np.ndarray) -> None:
+        """Take over a state and histogram counts the kernel advanced outside this object (the
+        inverse of ``state_snapshot``); the arrays are copied in place."""
+        self._state[:] = state
+        self.histogram.counts[:] = counts
+
+    @property
     def f_slo(self) -> float:
         """Share of requests whose SLO-counted service alone fits the SLO (no wait)."""
         return float(self._f_tab[-1])

@@ -171,6 +171,11 @@ class Replay:
         mtbf = config.pod_mtbf_s
         return lambda: float(rng.exponential(mtbf))
 
+    @property
+    def is_oracle(self) -> bool:
+        """Whether the replica set follows the oracle's plan (no policy decides at run time)."""
+        return self._oracle_need is not None
+
     def initial_replicas(self) -> int:
         rate = self.view.initial_rate_rps()
         cap = self.view.capacity_rps_per_replica
@@ -325,6 +330,25 @@ class Replay:
             self._trace_from_timeline(self._cluster_timeline() if timeline is None else timeline)
             if self._progress is not None:
                 self._progress(cfg.end_s)
+        return self._result()
+
+    def finish_with(self, last_t_s: float, ready_pod_s: float, under_s: float,
+                    arrivals_at_tick: float, replica_ids: dict[int, int], trace_t: np.ndarray,
+                    trace: np.ndarray) -> PolicyResult:
+        """End a replay whose loop ran outside this object (simulator/fast_hpa.py), its
+        cluster, serving and store already updated: take the loop's accumulators (served up
+        to last_t_s, ready pod-seconds, under-provisioned seconds, arrivals at the last tick),
+        the serving replica id of each ready pod and the per-tick trace (rows of ready, total,
+        demand, floor), report progress at the end, and return the result."""
+        self._last_t = last_t_s
+        self._ready_pod_s = ready_pod_s
+        self._under_s = under_s
+        self._arrivals_at_tick = arrivals_at_tick
+        self._rid = replica_ids
+        self._trace_t = trace_t
+        self._trace = trace
+        if self._progress is not None:
+            self._progress(self.cfg.end_s)
         return self._result()
 
     def _cluster_timeline(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -211,6 +211,15 @@ class FastServing(_HistogramMixin):
             self._i = i1
         self.arrived = float(self.cum[self._i])
 
+    def resume_at(self, steps_served: int, ready_replicas: int, replicas_added: int) -> None:
+        """Take over a replay served outside this object (its fluid model already advanced):
+        the first steps_served 1 s steps are served, ready_replicas are ready, and
+        replicas_added replica ids were handed out (the next add_replica returns that id)."""
+        self._i = int(steps_served)
+        self.arrived = float(self.cum[self._i])
+        self._ready = int(ready_replicas)
+        self._next_id = int(replicas_added)
+
     def serve_timeline(self, times_s: np.ndarray, ready: np.ndarray, end_s: float) -> None:
         """Serve every step up to end_s in one compiled call, given the ready count after each
         change (times_s ascending, as the cluster's timeline records them). For a replay whose
