@@ -138,8 +138,9 @@ def _next_ready(cs, pods):
 
 
 @njit(cache=True)
-def _become_ready(k, pid, cs, pods, cold_out, tl):
-    """Cluster._become_ready (the event of a pod deleted before it was ready does nothing)."""
+def _become_ready(k, pid, cs, pods, cold_out, ready_pids, tl):
+    """Cluster._become_ready (the event of a pod deleted before it was ready does nothing);
+    ready_pids keeps the order pods became ready in (the order serving hands out ids)."""
     created, ready_at, is_ready, deleted, live, pending = pods
     cs[_N_PENDING] -= 1
     pending[k] = pending[cs[_N_PENDING]]
@@ -148,6 +149,7 @@ def _become_ready(k, pid, cs, pods, cold_out, tl):
     is_ready[pid] = True
     cs[_N_READY] += 1
     cold_out[cs[_N_COLD]] = ready_at[pid] - created[pid]
+    ready_pids[cs[_N_COLD]] = pid
     cs[_N_COLD] += 1
     _timeline(tl, cs, ready_at[pid])
 
@@ -195,6 +197,7 @@ def _replay(per_s, cum, span, tick_s, cap_rps, slots, pooled, ctab2d, fluid, sto
     n_tl = n_ticks_max + max_pods + 2
     tl = (np.zeros(n_tl), np.zeros(n_tl, dtype=np.int64), np.zeros(n_tl, dtype=np.int64))
     cold_out = np.zeros(max_pods)
+    ready_pids = np.zeros(max_pods, dtype=np.int64)
     tick = (np.zeros(n_ticks_max), np.zeros(n_ticks_max), np.zeros(n_ticks_max),
             np.zeros(n_ticks_max))
     reasons = np.zeros(len(REASONS), dtype=np.int64)
@@ -223,7 +226,7 @@ def _replay(per_s, cum, span, tick_s, cap_rps, slots, pooled, ctab2d, fluid, sto
         if pid >= 0 and ready_at[pid] < end_s and (t_tick >= end_s or ready_at[pid] <= t_tick):
             # a pod-ready event at a tick's time was scheduled before that tick: it runs first
             _advance(ready_at[pid], cs, fs, per_s, start_s, slots, pooled, ctab2d, fluid)
-            _become_ready(k, pid, cs, pods, cold_out, tl)
+            _become_ready(k, pid, cs, pods, cold_out, ready_pids, tl)
             continue
         if t_tick >= end_s:
             break
@@ -247,8 +250,8 @@ def _replay(per_s, cum, span, tick_s, cap_rps, slots, pooled, ctab2d, fluid, sto
             first_seen[reason] = n_ticks
         last_desired = desired
         if not _scale_to(desired, t_s, cs, fs, pods, draws, tl):
-            return (False, n_ticks, tick, reasons, first_seen, cs, fs, pods, cold_out, tl,
-                    under_s, arrived_at_tick, last_desired, recs, ev, init)
+            return (False, n_ticks, tick, reasons, first_seen, cs, fs, pods, cold_out,
+                    ready_pids, tl, under_s, arrived_at_tick, last_desired, recs, ev, init)
         tick[0][n_ticks], tick[1][n_ticks] = t_s, ready
         tick[2][n_ticks], tick[3][n_ticks] = cs[_N_LIVE], demand
         n_ticks += 1
@@ -258,8 +261,8 @@ def _replay(per_s, cum, span, tick_s, cap_rps, slots, pooled, ctab2d, fluid, sto
     for j in range(cs[_N_LIVE]):
         fs[_BILLED] += end_s - created[live[j]]
     _timeline(tl, cs, end_s)
-    return (True, n_ticks, tick, reasons, first_seen, cs, fs, pods, cold_out, tl, under_s,
-            arrived_at_tick, last_desired, recs, ev, init)
+    return (True, n_ticks, tick, reasons, first_seen, cs, fs, pods, cold_out, ready_pids, tl,
+            under_s, arrived_at_tick, last_desired, recs, ev, init)
 
 
 # -- the Python side: when it applies, running, unpacking --------------------------------------
@@ -326,19 +329,22 @@ def run(replay: Replay) -> PolicyResult:
         draws = np.concatenate([draws, [draw() for _ in range(draws.size)]])
     for row, tab in enumerate(shared):  # keep what the kernel filled for the next replays
         tab[:] = ctab2d[row]
-    return _unpack(replay, out, counts, state, s_store)
+    return _unpack(replay, out, initial, counts, state, s_store)
 
 
-def _unpack(replay: Replay, out: tuple, counts: np.ndarray, state: np.ndarray,
+def _unpack(replay: Replay, out: tuple, initial: int, counts: np.ndarray, state: np.ndarray,
             s_store: tuple[np.ndarray, ...]) -> PolicyResult:
     """Leave the Replay, its cluster, store and serving as the event path leaves them, and
     return the Replay's result."""
-    (_, n_ticks, tick, reasons, first_seen, cs, fs, pods, cold_out, tl, under_s,
+    (_, n_ticks, tick, reasons, first_seen, cs, fs, pods, cold_out, ready_pids, tl, under_s,
      arrived_at_tick, last_desired, recs, ev, init) = out
     cfg, serving, store, cluster = replay.cfg, replay.serving, replay.store, replay.cluster
     assert isinstance(serving, FastServing)
     serving.fluid.load_state(state, counts)
-    serving.resume_at(int(cs[_I_STEP]), int(cs[_N_READY]), int(cs[_N_READY] + cs[_N_COLD]))
+    # serving handed out one replica id per pod that became ready: the warm pods (pids
+    # 0..initial-1) at the start, then the others in the order they became ready
+    ready_order = [*range(initial), *ready_pids[:cs[_N_COLD]].tolist()]
+    serving.resume_at(int(cs[_I_STEP]), int(cs[_N_READY]), len(ready_order))
     store.requests[:], store.busy_slot_s[:], store.ready_pod_s[:] = s_store[:3]
     store.count = int(s_store[3][0])
     replay.engine.now_s = cfg.end_s
@@ -359,9 +365,10 @@ def _unpack(replay: Replay, out: tuple, counts: np.ndarray, state: np.ndarray,
     replay.hpa_replicas = None if last_desired < 0 else int(last_desired)
     replay.hstate = HPAState(_history(*recs), _history(*ev[:3]), _history(*ev[3:]),
                              bool(init[0]))
-    # the loop's accumulators; a ready pod's serving replica id is its pod id
+    # the loop's accumulators, and the serving replica id of each pod still ready
+    rid = {pid: i for i, pid in enumerate(ready_order)}
     return replay.finish_with(
         float(fs[_LAST_T]), float(fs[_READY_POD_S]), float(under_s), float(arrived_at_tick),
-        {p.pid: p.pid for p in pods_alive if p.ready}, tick[0][:n_ticks].copy(),
+        {p.pid: rid[p.pid] for p in pods_alive if p.ready}, tick[0][:n_ticks].copy(),
         np.column_stack([tick[1][:n_ticks], tick[2][:n_ticks], tick[3][:n_ticks],
                          np.zeros(n_ticks)]))

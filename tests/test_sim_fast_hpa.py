@@ -115,6 +115,10 @@ def compiled_and_events(view: WorkloadView, spec: PolicySpec, **kw: Any
     for name in ("requests", "busy_slot_s", "ready_pod_s"):
         assert np.array_equal(getattr(fast_rp.store, name), getattr(slow_rp.store, name)), name
     assert np.array_equal(fast_rp.serving.fluid._state, slow_rp.serving.fluid._state)
+    # each ready pod's serving replica id, and the id the next ready pod would get
+    assert fast_rp._rid == slow_rp._rid
+    end_s = fast_rp.cfg.end_s
+    assert fast_rp.serving.add_replica(end_s) == slow_rp.serving.add_replica(end_s)
     return fast, slow
 
 
