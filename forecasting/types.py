@@ -84,7 +84,11 @@ class Forecast:
 
     def max_over(self, level: float, from_s: float, to_s: float) -> float:
         """Largest quantile-`level` value over the steps that overlap [from_s, to_s]."""
-        q = self.quantile(level)
+        return self.max_of(self.quantile(level), from_s, to_s)
+
+    def max_of(self, q: np.ndarray, from_s: float, to_s: float) -> float:
+        """Largest value of `q` (one per step, e.g. a quantile(level)) over the steps that
+        overlap [from_s, to_s]."""
         i0 = max(0, int(np.floor((from_s - self.start_s) / self.step_s)))
         i1 = min(len(q), int(np.ceil((to_s - self.start_s) / self.step_s)))
         if i1 <= i0:

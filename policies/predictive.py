@@ -227,7 +227,8 @@ class PredictivePolicy:
             surging = signal.surge
         else:
             surging = state.surge.active
-        planned_rps = max(forecast.max_over(cfg.quantile, now_s, horizon_end_s), rate)
+        band = forecast.quantile(cfg.quantile)  # interpolated when the level is not stored
+        planned_rps = max(forecast.max_of(band, now_s, horizon_end_s), rate)
         reason = "forecast"
         # The trend floor is for ramps the forecast lags: where the forecast's median already
         # has the observed rate (a recurring peak it learned), extrapolating would overshoot.
@@ -243,7 +244,7 @@ class PredictivePolicy:
             # the surge path follows the last 45 s, the trend floor the last 2 minutes, or
             # the last 15 s once the rate is above the calibrated band (the forecast is then
             # plainly behind, and a ramp that speeds up is seen soonest in the newest rates)
-            above_band = rate > float(forecast.quantile(cfg.quantile)[i_seen])
+            above_band = rate > float(band[i_seen])
             recent = rates[-3:] if surging else rates[-2:] if above_band else rates
             reactive_rps = _extrapolated_rps(obs, recent, cfg.tick_s, now_s, horizon_end_s,
                                              min_samples=2)
