@@ -8,7 +8,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -20,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from tests.process_support import reaped, stop
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = PROJECT_ROOT / "examples" / "standalone.yaml"
@@ -58,7 +59,7 @@ def running(env: dict[str, str], state_dir: Path, base: str,
         [sys.executable, "-m", "autoscaler.cli", "run", "--standalone", "--config",
          str(EXAMPLE), "--state-dir", str(state_dir), *extra],
         cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
+    with reaped(proc):
         deadline = time.monotonic() + 30
         while True:
             assert proc.poll() is None, proc.communicate()[0][-2000:]
@@ -69,13 +70,8 @@ def running(env: dict[str, str], state_dir: Path, base: str,
             except (OSError, urllib.error.URLError):
                 time.sleep(0.2)
         yield proc
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=15)
+        out = stop(proc, 15)
         assert proc.returncode == 0, out[-2000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=5)
 
 
 def test_policy_survives_a_new_process(prometheus_scraping, tmp_path) -> None:

@@ -10,7 +10,6 @@ minReplicas must become 4 with the user's own minimum (1) kept in the annotation
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -24,6 +23,7 @@ from autoscaler.app import create_app
 from autoscaler.kube_actuator import USER_MIN_ANNOTATION
 from autoscaler.service import build_service
 from autoscaler.settings import Settings
+from tests.process_support import reaped, stop
 from tests.test_e2e_support import (
     free_port,
     poll,
@@ -120,7 +120,7 @@ def test_autoscaler_run_with_kubeconfig_writes_the_floor_and_stops_on_sigterm(
              "--kubeconfig", str(kubeconfig)],
             cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True)
-        try:
+        with reaped(proc):
             def state():
                 if proc.poll() is not None:
                     raise AssertionError(f"autoscaler run exited {proc.returncode}: "
@@ -139,11 +139,6 @@ def test_autoscaler_run_with_kubeconfig_writes_the_floor_and_stops_on_sigterm(
 
             for probe in ("healthz", "readyz"):  # alive, and Prometheus + API server reachable
                 poll(lambda p=probe: status(p), lambda s: s == 200, 20.0, f"/{probe} 200")
-            proc.send_signal(signal.SIGTERM)
-            out, _ = proc.communicate(timeout=15)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate(timeout=5)
+            out = stop(proc, 15)
     assert proc.returncode == 0, out[-2000:]
     assert (h.metadata.annotations or {}).get(USER_MIN_ANNOTATION) == "1"

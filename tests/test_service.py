@@ -7,7 +7,6 @@ so no Kubernetes is involved. Every wait is bounded.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from autoscaler.app import create_app
 from autoscaler.errors import ConfigError
 from autoscaler.service import LEASE_JOB, REFIT_EXECUTOR, REFIT_PREFIX, TICK_JOB, build_service
 from autoscaler.settings import Settings
+from tests.process_support import reaped, stop
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = PROJECT_ROOT / "examples" / "standalone.yaml"
@@ -195,7 +195,7 @@ def test_run_standalone_serves_healthz_and_stops_on_sigterm(prometheus_scraping,
         [sys.executable, "-m", "autoscaler.cli", "run", "--standalone", "--config",
          str(EXAMPLE), "--state-dir", str(tmp_path / "state")],
         cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
+    with reaped(proc):
         deadline, status = time.monotonic() + 20, None
         while time.monotonic() < deadline and proc.poll() is None:
             try:
@@ -207,12 +207,7 @@ def test_run_standalone_serves_healthz_and_stops_on_sigterm(prometheus_scraping,
         assert status == 200, f"no /healthz within 20 s; exit {proc.poll()}"
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
             assert r.status == 200
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=5)
+        out = stop(proc, 10)
     assert proc.returncode == 0, out[-2000:]
     assert (tmp_path / "state").is_dir()
 
