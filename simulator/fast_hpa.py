@@ -269,7 +269,7 @@ def _replay(per_s, cum, span, tick_s, cap_rps, slots, pooled, ctab2d, fluid, sto
 def applies(replay: Replay) -> bool:
     """Whether the compiled twin reproduces this replay exactly; else the event path runs."""
     cfg, hpa = replay.cfg, replay.hpa_cfg
-    return (replay.compiled_hpa and cfg.fidelity == "fast"
+    return (replay.compiled and cfg.fidelity == "fast"
             and replay.spec.name == "hpa" and hpa is not None and replay.predictive is None
             and not replay.is_oracle and cfg.pod_mtbf_s is None
             and replay.decisions is None and isinstance(replay.serving, FastServing)

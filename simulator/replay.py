@@ -72,19 +72,16 @@ class Replay:
     def __init__(self, view: WorkloadView, spec: PolicySpec, config: ReplayConfig,
                  oracle_need: np.ndarray | None = None,
                  progress: Callable[[float], None] | None = None,
-                 record_decisions: bool = False, planned_oracle: bool = True,
-                 compiled_hpa: bool = True) -> None:
+                 record_decisions: bool = False, compiled: bool = True) -> None:
         self.view, self.spec, self.cfg = view, spec, config
-        # hpa in fast mode runs as one compiled call (simulator/fast_hpa.py, bit-identical);
-        # compiled_hpa=False runs it event by event (the reference the tests hold it to)
-        self.compiled_hpa = compiled_hpa
+        # In fast mode two replays run as one compiled call, with the same figures as event by
+        # event: hpa (simulator/fast_hpa.py), and the oracle, whose pods follow its plan
+        # whatever is served (its pod events are computed from the plan at once, then the
+        # whole replay is served). compiled=False runs them event by event: the reference the
+        # tests hold the compiled paths to.
+        self.compiled = compiled
         self.profile = view.profile
-        # The oracle's pods follow its plan whatever is served: in fast mode (planned_oracle,
-        # the default) its pod events are computed from the plan at once and the whole replay
-        # is served in one compiled call; planned_oracle=False runs them event by event (the
-        # reference the tests hold the planned path to).
-        self._serve_at_end = (planned_oracle and oracle_need is not None
-                              and config.fidelity == "fast")
+        self._serve_at_end = compiled and oracle_need is not None and config.fidelity == "fast"
         self.engine = Engine(config.start_s,
                              before_event=None if self._serve_at_end else self._advance)
         self.cluster = Cluster(self.engine,

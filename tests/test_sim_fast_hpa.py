@@ -68,7 +68,7 @@ def replay(view: WorkloadView, spec: PolicySpec, compiled: bool, seed: int = 0,
                           max_replicas=max_replicas or default_max_replicas(view))
     ticks = Ticks()
     rp = Replay(view, spec, config, progress=ticks, record_decisions=record_decisions,
-                compiled_hpa=compiled)
+                compiled=compiled)
     return rp.run(), rp, ticks
 
 
@@ -227,7 +227,7 @@ def test_random_demand_and_configs_are_identical(counts: list[int], interval_s: 
 ])
 def test_unsupported_replays_fall_back_to_the_event_path(spec: PolicySpec, kw: dict[str, Any],
                                                          check: Any) -> None:
-    """The event path runs (one progress call per tick) whatever compiled_hpa says, and gives
+    """The event path runs (one progress call per tick) whatever `compiled` says, and gives
     the same result both ways."""
     view = _view("flash-crowd", "small-model", 0.0, 6 * 3600.0)
     default, default_rp, ticks = replay(view, spec, True, **kw)

@@ -39,7 +39,7 @@ def oracle_pair(trace: Trace, profile: str, start_s: float, duration_s: float,
                                 routing), prof.min_replicas)
     planned = Replay(view, PolicySpec("oracle"), config, oracle_need=need).run()
     events = Replay(view, PolicySpec("oracle"), config, oracle_need=need,
-                    planned_oracle=False).run()
+                    compiled=False).run()
     return planned, events
 
 
