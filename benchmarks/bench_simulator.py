@@ -40,6 +40,9 @@ def request_level(board: Scoreboard) -> None:
     warm = make_workload("flash-crowd", seed=0)
     replay_one(warm, "hpa", 0.0, 600.0)
     replay_one(warm, "hpa", 0.0, 600.0, fidelity="fast")  # the compiled fast-mode hpa replay
+    # the oracle's need search and its compiled planned replay (fast mode)
+    run_comparison(SimulationRequest(workload="flash-crowd", policies=("oracle",),
+                                     fidelity="fast", duration_s=600.0))
     print(f"warm-up replay (numba kernels compiled or loaded): {time.perf_counter() - begin:.2f} s")
     worldcup = load_trace(trace_path("worldcup98"))
     cases = [
